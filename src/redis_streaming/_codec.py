@@ -1,0 +1,362 @@
+"""Pure encoding, validation and reply parsing shared by every sync/async front end.
+
+Nothing here touches a socket: functions take Python values or already-read replies and return
+values or raise InvalidInput subclasses. Reply parsers accept the RESP2 and RESP3 shapes redis-py
+produces (with or without decode_responses), so callers never branch on protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._errors import InvalidEvent, InvalidName, InvalidOption, InvalidStreamId
+from ._model import (
+    RESERVED_FIELDS,
+    ConsumerInfo,
+    Entry,
+    GroupInfo,
+    PendingEntry,
+    StreamInfo,
+)
+
+_MAX_U64 = 2**64 - 1
+_ID_RE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+_MAX_NAME = 200
+
+# ---------------------------------------------------------------- decoding primitives
+
+
+def to_str(value: Any) -> str:
+    """Decode a reply value (bytes or str) to str; non-UTF-8 bytes are replaced, never raised."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def to_int(value: Any, default: int = 0) -> int:
+    """An integer from a reply value; None becomes ``default``."""
+    if value is None:
+        return default
+    return int(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else to_str(value)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_name(value: object, what: str = "name") -> str:
+    """A group, consumer or key name: a non-empty str of printable, non-space characters."""
+    if not isinstance(value, str):
+        raise InvalidName(f"{what} must be a string, got {type(value).__name__}: {value!r}")
+    if not value:
+        raise InvalidName(f"{what} must not be empty")
+    if len(value) > _MAX_NAME:
+        raise InvalidName(f"{what} is longer than {_MAX_NAME} characters: {value[:40]!r}...")
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        raise InvalidName(f"{what} may not contain spaces or control characters: {value!r}")
+    return value
+
+
+def validate_int(value: object, what: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An int within [minimum, maximum]; bools and floats with a fraction are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidOption(f"{what} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidOption(f"{what} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidOption(f"{what} must be <= {maximum}, got {value}")
+    return value
+
+
+def parse_id(value: str) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` or ``"<ms>"`` as a comparable tuple. Raises InvalidStreamId."""
+    if not isinstance(value, str):
+        raise InvalidStreamId(f"stream ID must be a string, got {value!r}")
+    m = _ID_RE.match(value)
+    if m is None:
+        raise InvalidStreamId(f"malformed stream ID {value!r} (expected <ms>-<seq>)")
+    ms = int(m.group(1))
+    seq = int(m.group(2)) if m.group(2) is not None else 0
+    if ms > _MAX_U64 or seq > _MAX_U64:
+        raise InvalidStreamId(f"stream ID {value!r} is out of range")
+    return ms, seq
+
+
+def format_id(parts: tuple[int, int]) -> str:
+    """The inverse of parse_id."""
+    return f"{parts[0]}-{parts[1]}"
+
+
+def validate_id(value: object, what: str = "stream ID") -> str:
+    """A concrete stream ID (``<ms>-<seq>`` or ``<ms>``)."""
+    if not isinstance(value, str):
+        raise InvalidStreamId(f"{what} must be a string, got {value!r}")
+    try:
+        parse_id(value)
+    except InvalidStreamId:
+        raise InvalidStreamId(f"malformed {what} {value!r} (expected <ms>-<seq>)") from None
+    return value
+
+
+def validate_range_bound(value: object, what: str = "range bound") -> str:
+    """An XRANGE bound: ``-``, ``+``, a concrete ID, or an exclusive ``(<id>``."""
+    if value in ("-", "+"):
+        return str(value)
+    if isinstance(value, str) and value.startswith("("):
+        validate_id(value[1:], what)
+        return value
+    return validate_id(value, what)
+
+
+def validate_group_start(value: object) -> str:
+    """A group's start ID: ``$`` (only new entries), ``0`` or a concrete ID."""
+    if value == "$":
+        return "$"
+    return validate_id(value, "group start ID")
+
+
+def id_after(value: str) -> str:
+    """The smallest ID strictly greater than ``value`` (for servers without ``(`` ranges)."""
+    ms, seq = parse_id(value)
+    if seq < _MAX_U64:
+        return format_id((ms, seq + 1))
+    return format_id((ms + 1, 0))
+
+
+def id_min(ids: Iterable[str]) -> str | None:
+    """The lowest of the given IDs, or None if there are none."""
+    best: tuple[int, int] | None = None
+    for raw in ids:
+        cur = parse_id(raw)
+        if best is None or cur < best:
+            best = cur
+    return None if best is None else format_id(best)
+
+
+# ---------------------------------------------------------------- events
+
+
+def _encode_value(key: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(f"payload field {key!r} is not a finite number: {value!r}")
+        return repr(value)
+    if value is None:
+        raise InvalidEvent(f"payload field {key!r} is None; send a string such as '' instead")
+    raise InvalidEvent(
+        f"payload field {key!r} must be str, int, float or bool, "
+        f"got {type(value).__name__} (nested values are not allowed)"
+    )
+
+
+def encode_event(
+    event_type: object, payload: Mapping[Any, Any] | None, ts_ms: int
+) -> dict[str, str]:
+    """Validate one event and return its stream fields: type, ts_ms, then the payload.
+
+    Raises InvalidEvent naming the offending value; nothing is partially built.
+    """
+    if not isinstance(event_type, str):
+        raise InvalidEvent(f"event type must be a string, got {event_type!r}")
+    if not event_type.strip():
+        raise InvalidEvent("event type must not be empty")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent(f"payload must be a mapping of str to str, got {type(payload).__name__}")
+    fields = {"type": event_type, "ts_ms": str(ts_ms)}
+    for key, value in payload.items():
+        if not isinstance(key, str):
+            raise InvalidEvent(f"payload keys must be strings, got {key!r}")
+        if not key:
+            raise InvalidEvent("payload keys must not be empty")
+        if key in RESERVED_FIELDS:
+            raise InvalidEvent(f"payload key {key!r} is reserved (type and ts_ms are set for you)")
+        fields[key] = _encode_value(key, value)
+    return fields
+
+
+def encode_batch(events: Iterable[object], ts_ms: int) -> list[dict[str, str]]:
+    """Validate a whole batch of ``(event_type, payload)`` pairs before anything is sent."""
+    out: list[dict[str, str]] = []
+    for index, item in enumerate(events):
+        if isinstance(item, Mapping):
+            pair: tuple[Any, Any] = (
+                item.get("type"),
+                {k: v for k, v in item.items() if k != "type"},
+            )
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            pair = (item[0], item[1])
+        else:
+            raise InvalidEvent(f"batch item {index} must be (event_type, payload), got {item!r}")
+        try:
+            out.append(encode_event(pair[0], pair[1], ts_ms))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"batch item {index}: {exc}") from None
+    return out
+
+
+# ---------------------------------------------------------------- entries
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        return {to_str(k): to_str(v) for k, v in raw.items()}
+    it = iter(raw)
+    return {to_str(k): to_str(v) for k, v in zip(it, it, strict=True)}
+
+
+def parse_entry(raw: Any) -> Entry | None:
+    """One ``(id, fields)`` pair from any reply shape; None for a deleted (trimmed) entry."""
+    if raw is None or raw[0] is None or raw[1] is None:
+        return None
+    return Entry(to_str(raw[0]), _fields(raw[1]))
+
+
+def parse_entries(raw: Iterable[Any] | None) -> list[Entry]:
+    """A list of ``(id, fields)`` pairs (XRANGE, XCLAIM, ...); deleted entries are skipped."""
+    if not raw:
+        return []
+    out = []
+    for item in raw:
+        entry = parse_entry(item)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def _unwrap_entries(value: Any) -> Any:
+    # redis-py's RESP3 legacy shape wraps the entry list in one more list.
+    if (
+        isinstance(value, list)
+        and len(value) == 1
+        and isinstance(value[0], list)
+        and (not value[0] or isinstance(value[0][0], (list, tuple)))
+    ):
+        return value[0]
+    return value
+
+
+def xread_items(raw: Any) -> list[Any]:
+    """The raw ``(id, fields)`` items of an XREAD/XREADGROUP reply, in any redis-py shape."""
+    if not raw:
+        return []
+    values = list(raw.values()) if isinstance(raw, Mapping) else [v for _name, v in raw]
+    items: list[Any] = []
+    for value in values:
+        items.extend(_unwrap_entries(value) or ())
+    return items
+
+
+def parse_xread(raw: Any) -> list[Entry]:
+    """XREAD/XREADGROUP reply as entries; entries whose payload was trimmed are skipped."""
+    return [Entry(to_str(i[0]), _fields(i[1])) for i in xread_items(raw) if i[1] is not None]
+
+
+def parse_autoclaim(raw: Any) -> tuple[str, list[Entry], list[str]]:
+    """XAUTOCLAIM's ``[next_start, entries, deleted_ids]`` (deleted is absent before Redis 7)."""
+    next_start = to_str(raw[0])
+    entries = parse_entries(raw[1])
+    deleted = [to_str(x) for x in raw[2]] if len(raw) > 2 and raw[2] else []
+    return next_start, entries, deleted
+
+
+# ---------------------------------------------------------------- inspection
+
+
+def _get(d: Mapping[Any, Any], key: str) -> Any:
+    if key in d:
+        return d[key]
+    return d.get(key.encode())
+
+
+def _entry_id(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, (list, tuple)):
+        return None if raw[0] is None else to_str(raw[0])
+    return to_str(raw)
+
+
+def parse_stream_info(key: str, raw: Mapping[Any, Any] | None) -> StreamInfo:
+    """XINFO STREAM as a StreamInfo (``raw=None`` for a missing stream)."""
+    if not raw:
+        return StreamInfo(key=key, exists=False)
+    return StreamInfo(
+        key=key,
+        exists=True,
+        length=to_int(_get(raw, "length")),
+        groups=to_int(_get(raw, "groups")),
+        first_entry_id=_entry_id(_get(raw, "first-entry")),
+        last_entry_id=_entry_id(_get(raw, "last-entry")),
+        last_generated_id=_opt_str(_get(raw, "last-generated-id")),
+        entries_added=_opt_int(_get(raw, "entries-added")),
+        max_deleted_entry_id=_opt_str(_get(raw, "max-deleted-entry-id")),
+    )
+
+
+def parse_groups(raw: Iterable[Mapping[Any, Any]] | None) -> list[GroupInfo]:
+    """XINFO GROUPS rows."""
+    return [
+        GroupInfo(
+            name=to_str(_get(row, "name")),
+            consumers=to_int(_get(row, "consumers")),
+            pending=to_int(_get(row, "pending")),
+            last_delivered_id=to_str(_get(row, "last-delivered-id")),
+            entries_read=_opt_int(_get(row, "entries-read")),
+            lag=_opt_int(_get(row, "lag")),
+        )
+        for row in raw or ()
+    ]
+
+
+def parse_consumers(raw: Iterable[Mapping[Any, Any]] | None) -> list[ConsumerInfo]:
+    """XINFO CONSUMERS rows."""
+    return [
+        ConsumerInfo(
+            name=to_str(_get(row, "name")),
+            pending=to_int(_get(row, "pending")),
+            idle_ms=to_int(_get(row, "idle")),
+            inactive_ms=_opt_int(_get(row, "inactive")),
+        )
+        for row in raw or ()
+    ]
+
+
+def parse_pending_range(raw: Iterable[Any] | None) -> list[PendingEntry]:
+    """XPENDING's extended form, as dicts (redis-py) or raw 4-element rows."""
+    out = []
+    for row in raw or ():
+        if isinstance(row, Mapping):
+            out.append(
+                PendingEntry(
+                    id=to_str(_get(row, "message_id")),
+                    consumer=to_str(_get(row, "consumer")),
+                    idle_ms=to_int(_get(row, "time_since_delivered")),
+                    deliveries=to_int(_get(row, "times_delivered")),
+                )
+            )
+        else:
+            out.append(PendingEntry(to_str(row[0]), to_str(row[1]), int(row[2]), int(row[3])))
+    return out

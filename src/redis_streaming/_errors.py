@@ -1,0 +1,103 @@
+"""The exception tree of redis-streaming, and the one place that maps redis-py errors into it.
+
+It must not do I/O; every other module raises these and matches server errors only through here.
+
+    StreamingError                     root of everything this library raises
+    ├── InvalidInput (ValueError)      a caller passed a bad value; nothing was sent to Redis
+    │   ├── InvalidEvent               event type or payload cannot be encoded as a flat map
+    │   ├── InvalidStreamId            not a stream ID such as "1700000000000-0"
+    │   ├── InvalidName                empty or unusable group/consumer/key name
+    │   └── InvalidOption              a count, size or threshold out of range
+    ├── RedisUnavailable               the server could not be reached or timed out
+    ├── GroupMissing                   NOGROUP: the stream or its group does not exist (any more)
+    └── ServerError                    any other error reply from the server
+"""
+
+from __future__ import annotations
+
+import redis.exceptions as rex
+
+__all__ = [
+    "GroupMissing",
+    "InvalidEvent",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidOption",
+    "InvalidStreamId",
+    "RedisUnavailable",
+    "ServerError",
+    "StreamingError",
+    "is_busygroup",
+    "is_missing_key",
+    "is_nogroup",
+    "translate",
+]
+
+
+class StreamingError(Exception):
+    """Root of every exception raised by redis-streaming."""
+
+
+class InvalidInput(StreamingError, ValueError):
+    """A caller passed a value that cannot be used; nothing was sent to Redis."""
+
+
+class InvalidEvent(InvalidInput):
+    """An event type or payload that cannot be stored as a flat map of strings."""
+
+
+class InvalidStreamId(InvalidInput):
+    """A string that is not a valid stream ID (``<ms>-<seq>``, ``<ms>``, or a range token)."""
+
+
+class InvalidName(InvalidInput):
+    """An empty or unusable stream key, group name or consumer name."""
+
+
+class InvalidOption(InvalidInput):
+    """A numeric option (count, size, idle threshold, ...) outside its allowed range."""
+
+
+class RedisUnavailable(StreamingError):
+    """The Redis server could not be reached, or the connection dropped or timed out."""
+
+
+class GroupMissing(StreamingError):
+    """The server answered NOGROUP: the stream key or the consumer group does not exist."""
+
+
+class ServerError(StreamingError):
+    """Any other error reply from the server."""
+
+
+def _message(err: BaseException) -> str:
+    return str(err.args[0]) if err.args else str(err)
+
+
+def is_busygroup(err: BaseException) -> bool:
+    """True when ``err`` is the server's "consumer group name already exists" reply."""
+    return isinstance(err, rex.ResponseError) and _message(err).startswith("BUSYGROUP")
+
+
+def is_nogroup(err: BaseException) -> bool:
+    """True when ``err`` says the stream key or the group does not exist."""
+    return isinstance(err, rex.ResponseError) and _message(err).startswith("NOGROUP")
+
+
+def is_missing_key(err: BaseException) -> bool:
+    """True when a read-only inspection failed only because the key or group is absent."""
+    if not isinstance(err, rex.ResponseError):
+        return False
+    msg = _message(err)
+    return msg.startswith("NOGROUP") or "no such key" in msg.lower()
+
+
+def translate(err: BaseException) -> StreamingError:
+    """Map a redis-py exception to this library's tree (the only place that does so)."""
+    if isinstance(err, StreamingError):
+        return err
+    if isinstance(err, (rex.ConnectionError, rex.TimeoutError, OSError)):
+        return RedisUnavailable(_message(err) or type(err).__name__)
+    if is_nogroup(err):
+        return GroupMissing(_message(err))
+    return ServerError(_message(err) or type(err).__name__)

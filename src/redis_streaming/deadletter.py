@@ -1,0 +1,195 @@
+"""Dead-letter stream: where entries go after too many failed deliveries or a lost payload.
+
+It owns the atomic copy-and-ack (MULTI/EXEC) and redrive; it does not decide *when* to
+dead-letter (ConsumerWorker does) and runs no loops of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import redis.exceptions as rex
+
+from . import _codec as codec
+from ._errors import translate
+from ._model import RESERVED_FIELDS, Entry
+from .stream import EventStream, now_ms
+
+logger = logging.getLogger(__name__)
+
+DLQ_SUFFIX: Final = ":dlq"
+#: Prefix of the metadata fields a dead letter carries next to the original fields.
+META_PREFIX: Final = "dlq."
+REASON_FAILED: Final = "max deliveries reached"
+REASON_TRIMMED: Final = "payload trimmed"
+
+
+def default_dlq_key(stream_key: str) -> str:
+    """``<stream_key>:dlq`` (shares the hash tag of a ``{tagged}`` key, so cluster-safe)."""
+    return stream_key + DLQ_SUFFIX
+
+
+def dead_letter_fields(
+    fields: dict[str, str] | None,
+    *,
+    original_id: str,
+    group: str,
+    consumer: str,
+    deliveries: int,
+    reason: str,
+    error: str | None,
+) -> dict[str, str]:
+    """The fields of a dead letter: the original fields plus ``dlq.*`` metadata (pure)."""
+    out = dict(fields or {})
+    out[META_PREFIX + "original_id"] = original_id
+    out[META_PREFIX + "group"] = group
+    out[META_PREFIX + "consumer"] = consumer
+    out[META_PREFIX + "deliveries"] = str(deliveries)
+    out[META_PREFIX + "reason"] = reason
+    out[META_PREFIX + "error"] = (error or "")[:2000]
+    out[META_PREFIX + "at_ms"] = str(now_ms())
+    return out
+
+
+def original_fields(entry: Entry) -> dict[str, str]:
+    """A dead letter's fields without the ``dlq.*`` metadata (what redrive puts back)."""
+    return {k: v for k, v in entry.fields.items() if not k.startswith(META_PREFIX)}
+
+
+class DeadLetters:
+    """The dead-letter stream of one EventStream (default key ``<stream>:dlq``)."""
+
+    def __init__(self, stream: EventStream, key: str | None = None) -> None:
+        self.stream = stream
+        self.key = codec.validate_name(key or default_dlq_key(stream.key), "dead-letter key")
+        if self.key == stream.key:
+            raise codec.InvalidName(f"dead-letter key must differ from the stream key {key!r}")
+
+    def send(
+        self,
+        group: str,
+        consumer: str,
+        entry: Entry,
+        *,
+        deliveries: int,
+        error: str | None,
+        reason: str = REASON_FAILED,
+    ) -> str:
+        """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID."""
+        fields = dead_letter_fields(
+            dict(entry.fields),
+            original_id=entry.id,
+            group=group,
+            consumer=consumer,
+            deliveries=deliveries,
+            reason=reason,
+            error=error,
+        )
+        try:
+            pipe = self.stream.client.pipeline(transaction=True)
+            pipe.xadd(self.key, fields)  # type: ignore[arg-type]
+            pipe.xack(self.stream.key, group, entry.id)
+            new_id, _acked = pipe.execute()
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+        logger.warning(
+            "dead-lettered %s on %s/%s after %d deliveries (%s): %s",
+            entry.id,
+            self.stream.key,
+            group,
+            deliveries,
+            reason,
+            error,
+        )
+        return codec.to_str(new_id)
+
+    def record_trimmed(self, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
+        """Record IDs XAUTOCLAIM reported as deleted (their payload was trimmed unprocessed)."""
+        if not ids:
+            return []
+        try:
+            pipe = self.stream.client.pipeline(transaction=False)
+            for entry_id in ids:
+                pipe.xadd(
+                    self.key,
+                    dead_letter_fields(  # type: ignore[arg-type]
+                        None,
+                        original_id=entry_id,
+                        group=group,
+                        consumer=consumer,
+                        deliveries=0,
+                        reason=REASON_TRIMMED,
+                        error=None,
+                    ),
+                )
+            out = [codec.to_str(x) for x in pipe.execute()]
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+        logger.warning(
+            "%d pending entries on %s/%s were trimmed before processing: %s",
+            len(ids),
+            self.stream.key,
+            group,
+            ", ".join(ids[:10]),
+        )
+        return out
+
+    def length(self) -> int:
+        """How many dead letters are stored."""
+        try:
+            return int(self.stream.client.xlen(self.key))
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+
+    def list(self, start: str = "-", end: str = "+", count: int | None = 100) -> list[Entry]:
+        """Dead letters from ``start`` to ``end``, oldest first."""
+        codec.validate_range_bound(start, "start")
+        codec.validate_range_bound(end, "end")
+        if count is not None:
+            codec.validate_int(count, "count", minimum=1)
+        try:
+            raw = self.stream.client.xrange(self.key, start, end, count=count)
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+        return codec.parse_entries(raw)
+
+    def redrive(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        start: str = "-",
+        end: str = "+",
+        count: int | None = None,
+    ) -> list[str]:
+        """Move dead letters back onto the main stream (all, by ID, or by range).
+
+        Each page is one MULTI/EXEC of XADD to the stream plus XDEL here, so an entry is
+        never both lost and never in both places. Trimmed-payload records carry no event and
+        are removed without being re-added. Returns the new IDs on the main stream.
+        """
+        if ids is not None:
+            wanted = [codec.validate_id(i, "dead-letter ID") for i in ids]
+            letters = [e for i in wanted for e in self.list(i, i, 1)]
+        else:
+            letters = self.list(start, end, count)
+        if not letters:
+            return []
+        try:
+            pipe = self.stream.client.pipeline(transaction=True)
+            movable = []
+            for letter in letters:
+                fields = original_fields(letter)
+                if any(k not in RESERVED_FIELDS for k in fields) or "type" in fields:
+                    pipe.xadd(self.stream.key, fields)  # type: ignore[arg-type]
+                    movable.append(letter.id)
+                pipe.xdel(self.key, letter.id)
+            results = pipe.execute()
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+        new_ids = [codec.to_str(r) for r in results if isinstance(r, (bytes, str))]
+        logger.info(
+            "redrove %d dead letters from %s to %s", len(new_ids), self.key, self.stream.key
+        )
+        return new_ids

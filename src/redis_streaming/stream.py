@@ -1,0 +1,555 @@
+"""EventStream: one Redis stream key, one method per Redis command family, over a redis.Redis client.
+
+It must not start threads or loop forever: the read -> process -> ack loop lives in worker.py.
+All validation and reply parsing is delegated to _codec so an asyncio twin can share it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, ParamSpec, TypeVar
+
+import redis
+import redis.exceptions as rex
+
+from . import _codec as codec
+from ._errors import (
+    InvalidOption,
+    is_busygroup,
+    is_missing_key,
+    translate,
+)
+from ._model import (
+    ClaimResult,
+    ConsumerInfo,
+    Entry,
+    GroupInfo,
+    PendingEntry,
+    StreamInfo,
+    StreamStats,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAXLEN_APPROX: Final = 2000
+DEFAULT_CLAIM_MIN_IDLE_MS: Final = 5000
+DEFAULT_READ_COUNT: Final = 10
+DEFAULT_BLOCK_MS: Final = 500
+DEFAULT_AUTOCLAIM_PAGE: Final = 100
+DEFAULT_AUTOCLAIM_MAX_PAGES: Final = 10
+DEFAULT_REPLAY_PAGE: Final = 500
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Unset:
+    """Marker for "use the stream's default" in per-call options."""
+
+
+UNSET: Final = _Unset()
+
+
+def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Re-raise redis-py errors as this library's exceptions (see _errors.translate)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch (the ``ts_ms`` field)."""
+    return time.time_ns() // 1_000_000
+
+
+class EventStream:
+    """Produce to, read from, recover and inspect one Redis stream.
+
+    ``maxlen_approx`` caps the stream on every XADD (``MAXLEN ~ n``; ``None`` for no cap,
+    ``approximate=False`` for an exact cap). ``claim_min_idle_ms`` is how long an entry must sit
+    unacknowledged before :meth:`autoclaim` may take it from another consumer.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream_key: str,
+        *,
+        maxlen_approx: int | None = DEFAULT_MAXLEN_APPROX,
+        claim_min_idle_ms: int = DEFAULT_CLAIM_MIN_IDLE_MS,
+        approximate: bool = True,
+    ) -> None:
+        self.client = client
+        self.key = codec.validate_name(stream_key, "stream key")
+        self.maxlen = (
+            None
+            if maxlen_approx is None
+            else codec.validate_int(maxlen_approx, "maxlen", minimum=1)
+        )
+        self.approximate = bool(approximate)
+        self.claim_min_idle_ms = codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
+        self._lock = threading.Lock()
+        self._produced = 0
+        self._acked = 0
+        self._claimed = 0
+
+    def __repr__(self) -> str:
+        return f"EventStream({self.key!r}, maxlen={self.maxlen}, approximate={self.approximate})"
+
+    # ------------------------------------------------------------ counters
+
+    def _count(self, produced: int = 0, acked: int = 0, claimed: int = 0) -> None:
+        with self._lock:
+            self._produced += produced
+            self._acked += acked
+            self._claimed += claimed
+
+    def stats(self) -> StreamStats:
+        """Produced, acked and claimed totals seen through this object (thread-safe)."""
+        with self._lock:
+            return StreamStats(self._produced, self._acked, self._claimed)
+
+    def reset_stats(self) -> None:
+        """Zero the counters returned by :meth:`stats`."""
+        with self._lock:
+            self._produced = self._acked = self._claimed = 0
+
+    # ------------------------------------------------------------ producing
+
+    def _cap(
+        self, maxlen: int | _Unset | None, approximate: bool | None
+    ) -> tuple[int | None, bool]:
+        cap = self.maxlen if isinstance(maxlen, _Unset) else maxlen
+        if cap is not None:
+            cap = codec.validate_int(cap, "maxlen", minimum=1)
+        return cap, self.approximate if approximate is None else approximate
+
+    @_redis_errors
+    def produce(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        maxlen: int | _Unset | None = UNSET,
+        approximate: bool | None = None,
+    ) -> str:
+        """XADD one event; returns its server-assigned ID. Invalid events raise InvalidEvent."""
+        fields = codec.encode_event(event_type, payload, now_ms())
+        cap, approx = self._cap(maxlen, approximate)
+        entry_id = self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+        self._count(produced=1)
+        return codec.to_str(entry_id)
+
+    @_redis_errors
+    def produce_batch(
+        self,
+        events: Iterable[tuple[str, Mapping[str, Any] | None]],
+        *,
+        maxlen: int | _Unset | None = UNSET,
+        approximate: bool | None = None,
+    ) -> list[str]:
+        """XADD many events in one pipelined round trip; returns their IDs in order.
+
+        The whole batch is validated first: one bad event rejects it and nothing is written.
+        """
+        encoded = codec.encode_batch(events, now_ms())
+        if not encoded:
+            return []
+        cap, approx = self._cap(maxlen, approximate)
+        pipe = self.client.pipeline(transaction=False)
+        for fields in encoded:
+            pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+        ids = [codec.to_str(x) for x in pipe.execute()]
+        self._count(produced=len(ids))
+        return ids
+
+    # ------------------------------------------------------------ groups and reading
+
+    @_redis_errors
+    def ensure_group(self, group: str, start_id: str = "$") -> bool:
+        """XGROUP CREATE ... MKSTREAM. True if created, False if it already existed (BUSYGROUP)."""
+        codec.validate_name(group, "group")
+        start = codec.validate_group_start(start_id)
+        try:
+            self.client.xgroup_create(self.key, group, id=start, mkstream=True)
+        except rex.ResponseError as exc:
+            if is_busygroup(exc):
+                return False
+            raise
+        logger.info("created group %s on %s from %s", group, self.key, start)
+        return True
+
+    @_redis_errors
+    def delete_group(self, group: str) -> bool:
+        """XGROUP DESTROY. True if the group existed."""
+        codec.validate_name(group, "group")
+        try:
+            return bool(self.client.xgroup_destroy(self.key, group))
+        except rex.ResponseError as exc:
+            if is_missing_key(exc):
+                return False
+            raise
+
+    def _read_group(
+        self, group: str, consumer: str, start: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        raw = self.client.xreadgroup(
+            group, consumer, {self.key: start}, count=count, block=block_ms
+        )
+        return codec.parse_xread(raw)
+
+    @_redis_errors
+    def consume(
+        self,
+        group: str,
+        consumer: str,
+        count: int = DEFAULT_READ_COUNT,
+        block_ms: int | None = DEFAULT_BLOCK_MS,
+    ) -> list[Entry]:
+        """XREADGROUP ``>``: up to ``count`` new entries; ``[]`` once ``block_ms`` has passed.
+
+        ``block_ms=None`` does not block. Raises GroupMissing if the group does not exist.
+        """
+        codec.validate_name(group, "group")
+        codec.validate_name(consumer, "consumer")
+        codec.validate_int(count, "count", minimum=1)
+        if block_ms is not None:
+            codec.validate_int(block_ms, "block_ms", minimum=1)
+        return self._read_group(group, consumer, ">", count, block_ms)
+
+    def read_own_pel(
+        self, group: str, consumer: str, count: int, after: str = "0"
+    ) -> tuple[list[Entry], list[str]]:
+        """XREADGROUP with a concrete ID: this consumer's pending entries after ``after``.
+
+        Returns the readable entries and the IDs whose payload was trimmed away (nil fields).
+        """
+        raw = self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
+        entries: list[Entry] = []
+        deleted: list[str] = []
+        for item in codec.xread_items(raw):
+            entry = codec.parse_entry(item)
+            if entry is None:
+                deleted.append(codec.to_str(item[0]))
+            else:
+                entries.append(entry)
+        return entries, deleted
+
+    @_redis_errors
+    def consume_own_pel(
+        self, group: str, consumer: str, count: int = DEFAULT_READ_COUNT, after: str = "0"
+    ) -> list[Entry]:
+        """XREADGROUP ``0``: entries delivered to ``consumer`` but never acked (restart path).
+
+        Page by passing the last returned ID as ``after``. Entries whose payload was trimmed
+        away are skipped here; ConsumerWorker dead-letters them.
+        """
+        codec.validate_name(group, "group")
+        codec.validate_name(consumer, "consumer")
+        codec.validate_int(count, "count", minimum=1)
+        codec.validate_id(after, "after")
+        return self.read_own_pel(group, consumer, count, after)[0]
+
+    @_redis_errors
+    def ack(self, group: str, ids: Sequence[str]) -> int:
+        """XACK the given IDs in one call; returns how many were pending. No call for no IDs."""
+        codec.validate_name(group, "group")
+        if not ids:
+            return 0
+        if isinstance(ids, str):
+            ids = [ids]
+        for entry_id in ids:
+            codec.validate_id(entry_id, "entry ID")
+        return self.ack_unchecked(group, ids)
+
+    def ack_unchecked(self, group: str, ids: Sequence[str]) -> int:
+        """XACK without validation, for IDs that came from the server (worker hot path)."""
+        if not ids:
+            return 0
+        n = int(self.client.xack(self.key, group, *ids))
+        self._count(acked=n)
+        return n
+
+    # ------------------------------------------------------------ recovery
+
+    def autoclaim_page(
+        self, group: str, consumer: str, min_idle_ms: int, start_id: str, count: int
+    ) -> tuple[str, list[Entry], list[str]]:
+        """One XAUTOCLAIM call: (next cursor, claimed entries, IDs deleted by trimming)."""
+        raw = self.client.xautoclaim(
+            self.key, group, consumer, min_idle_ms, start_id=start_id, count=count
+        )
+        cursor, entries, deleted = codec.parse_autoclaim(raw)
+        self._count(claimed=len(entries))
+        return cursor, entries, deleted
+
+    def iter_autoclaim(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int | None = None,
+        page_count: int = DEFAULT_AUTOCLAIM_PAGE,
+        start_id: str = "0-0",
+        max_pages: int = DEFAULT_AUTOCLAIM_MAX_PAGES,
+    ) -> Iterator[tuple[list[Entry], list[str]]]:
+        """XAUTOCLAIM page by page, following the cursor until 0-0 or ``max_pages``."""
+        codec.validate_name(group, "group")
+        codec.validate_name(consumer, "consumer")
+        codec.validate_int(page_count, "page_count", minimum=1)
+        codec.validate_int(max_pages, "max_pages", minimum=1)
+        codec.validate_id(start_id, "start_id")
+        idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
+        codec.validate_int(idle, "min_idle_ms")
+        cursor = start_id
+        for _ in range(max_pages):
+            try:
+                cursor, entries, deleted = self.autoclaim_page(
+                    group, consumer, idle, cursor, page_count
+                )
+            except rex.RedisError as exc:
+                raise translate(exc) from exc
+            if entries or deleted:
+                yield entries, deleted
+            if cursor in ("0-0", "0"):
+                return
+
+    def autoclaim(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int | None = None,
+        page_count: int = DEFAULT_AUTOCLAIM_PAGE,
+        start_id: str = "0-0",
+        max_pages: int = DEFAULT_AUTOCLAIM_MAX_PAGES,
+    ) -> ClaimResult:
+        """Take entries idle longer than ``min_idle_ms`` (default: ``claim_min_idle_ms``).
+
+        Pages through XAUTOCLAIM's cursor. ``deleted_ids`` lists pending entries whose payload
+        was trimmed before anyone processed them (Redis 7+ drops them from the PEL).
+        """
+        claimed: list[Entry] = []
+        deleted: list[str] = []
+        for entries, gone in self.iter_autoclaim(
+            group,
+            consumer,
+            min_idle_ms=min_idle_ms,
+            page_count=page_count,
+            start_id=start_id,
+            max_pages=max_pages,
+        ):
+            claimed.extend(entries)
+            deleted.extend(gone)
+        if claimed or deleted:
+            logger.info(
+                "autoclaim on %s/%s to %s: %d claimed, %d deleted",
+                self.key,
+                group,
+                consumer,
+                len(claimed),
+                len(deleted),
+            )
+        return ClaimResult(tuple(claimed), tuple(deleted))
+
+    @_redis_errors
+    def claim(self, group: str, consumer: str, ids: Sequence[str], min_idle_ms: int) -> list[Entry]:
+        """XCLAIM specific IDs for ``consumer`` if idle at least ``min_idle_ms``."""
+        codec.validate_name(group, "group")
+        codec.validate_name(consumer, "consumer")
+        codec.validate_int(min_idle_ms, "min_idle_ms")
+        if not ids:
+            return []
+        for entry_id in ids:
+            codec.validate_id(entry_id, "entry ID")
+        raw = self.client.xclaim(self.key, group, consumer, min_idle_ms, list(ids))
+        entries = codec.parse_entries(raw)
+        self._count(claimed=len(entries))
+        return entries
+
+    @_redis_errors
+    def handover_pending(
+        self, group: str, from_consumer: str, to_consumer: str, batch: int = DEFAULT_AUTOCLAIM_PAGE
+    ) -> int:
+        """Move every pending entry of ``from_consumer`` to ``to_consumer``; returns the count.
+
+        XPENDING ... CONSUMER finds them and XCLAIM ... 0 JUSTID moves them, page by page,
+        without bumping their delivery counters. Entries trimmed away meanwhile drop out.
+        """
+        codec.validate_name(group, "group")
+        codec.validate_name(from_consumer, "from_consumer")
+        codec.validate_name(to_consumer, "to_consumer")
+        codec.validate_int(batch, "batch", minimum=1)
+        if from_consumer == to_consumer:
+            raise InvalidOption(f"cannot hand {from_consumer!r}'s entries over to itself")
+        moved = 0
+        previous_first: str | None = None
+        while True:
+            rows = self._pending_rows(group, "-", "+", batch, from_consumer, None)
+            if not rows:
+                break
+            ids = [row.id for row in rows]
+            if ids[0] == previous_first:
+                # Nothing moved last round: XCLAIM refused them all; stop instead of spinning.
+                logger.warning("handover on %s/%s stalled at %s", self.key, group, ids[0])
+                break
+            previous_first = ids[0]
+            claimed = self.client.xclaim(self.key, group, to_consumer, 0, ids, justid=True)
+            moved += len(claimed)
+        if moved:
+            logger.info(
+                "handed %d pending entries on %s/%s from %s to %s",
+                moved,
+                self.key,
+                group,
+                from_consumer,
+                to_consumer,
+            )
+        return moved
+
+    @_redis_errors
+    def delete_consumer(self, group: str, consumer: str) -> int:
+        """XGROUP DELCONSUMER; returns how many pending entries were destroyed with it.
+
+        Hand its entries over first (:meth:`handover_pending`) unless losing them is intended.
+        """
+        codec.validate_name(group, "group")
+        codec.validate_name(consumer, "consumer")
+        try:
+            return int(self.client.xgroup_delconsumer(self.key, group, consumer))
+        except rex.ResponseError as exc:
+            if is_missing_key(exc):
+                return 0
+            raise
+
+    # ------------------------------------------------------------ history and retention
+
+    @_redis_errors
+    def replay(self, start: str = "-", end: str = "+", count: int | None = 100) -> list[Entry]:
+        """XRANGE ``start``..``end`` (inclusive; ``(id`` for exclusive), oldest first."""
+        codec.validate_range_bound(start, "start")
+        codec.validate_range_bound(end, "end")
+        if count is not None:
+            codec.validate_int(count, "count", minimum=1)
+        return codec.parse_entries(self.client.xrange(self.key, start, end, count=count))
+
+    def iter_replay(
+        self, start: str = "-", end: str = "+", page: int = DEFAULT_REPLAY_PAGE
+    ) -> Iterator[Entry]:
+        """Every entry from ``start`` to ``end``, fetched ``page`` at a time (bounded memory)."""
+        codec.validate_range_bound(start, "start")
+        codec.validate_range_bound(end, "end")
+        codec.validate_int(page, "page", minimum=1)
+        cursor = start
+        while True:
+            try:
+                raw = self.client.xrange(self.key, cursor, end, count=page)
+            except rex.RedisError as exc:
+                raise translate(exc) from exc
+            entries = codec.parse_entries(raw)
+            yield from entries
+            if len(entries) < page:
+                return
+            cursor = "(" + entries[-1].id
+
+    @_redis_errors
+    def tail(self, count: int = 10) -> list[Entry]:
+        """XREVRANGE: the newest ``count`` entries, newest first."""
+        codec.validate_int(count, "count", minimum=1)
+        return codec.parse_entries(self.client.xrevrange(self.key, "+", "-", count=count))
+
+    @_redis_errors
+    def length(self) -> int:
+        """XLEN (0 for a missing stream)."""
+        return int(self.client.xlen(self.key))
+
+    @_redis_errors
+    def trim_maxlen(self, n: int, approximate: bool = True) -> int:
+        """XTRIM MAXLEN [~] n; returns how many entries were deleted."""
+        codec.validate_int(n, "maxlen")
+        return int(self.client.xtrim(self.key, maxlen=n, approximate=approximate))
+
+    @_redis_errors
+    def trim_minid(self, min_id: str, approximate: bool = True) -> int:
+        """XTRIM MINID [~] id: delete entries older than ``min_id``; returns the count."""
+        codec.validate_id(min_id, "min_id")
+        return int(self.client.xtrim(self.key, minid=min_id, approximate=approximate))
+
+    @_redis_errors
+    def delete_stream(self) -> bool:
+        """DEL the stream key with its groups. True if it existed."""
+        return bool(self.client.delete(self.key))
+
+    # ------------------------------------------------------------ inspection
+
+    def _missing_ok(self, call: Callable[[], R], empty: R) -> R:
+        try:
+            return call()
+        except rex.ResponseError as exc:
+            if is_missing_key(exc):
+                return empty
+            raise translate(exc) from exc
+        except rex.RedisError as exc:
+            raise translate(exc) from exc
+
+    def info_stream(self) -> StreamInfo:
+        """XINFO STREAM; a missing stream gives ``StreamInfo(exists=False, length=0)``."""
+        raw = self._missing_ok(lambda: self.client.xinfo_stream(self.key), None)
+        return codec.parse_stream_info(self.key, raw)
+
+    def info_groups(self) -> list[GroupInfo]:
+        """XINFO GROUPS; ``[]`` for a missing stream."""
+        return codec.parse_groups(self._missing_ok(lambda: self.client.xinfo_groups(self.key), []))
+
+    def info_consumers(self, group: str) -> list[ConsumerInfo]:
+        """XINFO CONSUMERS; ``[]`` for a missing stream or group."""
+        codec.validate_name(group, "group")
+        raw = self._missing_ok(lambda: self.client.xinfo_consumers(self.key, group), [])
+        return codec.parse_consumers(raw)
+
+    def _pending_rows(
+        self,
+        group: str,
+        start: str,
+        end: str,
+        count: int,
+        consumer: str | None,
+        min_idle_ms: int | None,
+    ) -> list[PendingEntry]:
+        raw = self._missing_ok(
+            lambda: self.client.xpending_range(
+                self.key, group, start, end, count, consumername=consumer, idle=min_idle_ms
+            ),
+            [],
+        )
+        return codec.parse_pending_range(raw)
+
+    def pending(
+        self,
+        group: str,
+        start: str = "-",
+        end: str = "+",
+        count: int = 20,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+    ) -> list[PendingEntry]:
+        """XPENDING's extended form: pending entries with idle time and delivery count."""
+        codec.validate_name(group, "group")
+        codec.validate_range_bound(start, "start")
+        codec.validate_range_bound(end, "end")
+        codec.validate_int(count, "count", minimum=1)
+        if consumer is not None:
+            codec.validate_name(consumer, "consumer")
+        if min_idle_ms is not None:
+            codec.validate_int(min_idle_ms, "min_idle_ms")
+        return self._pending_rows(group, start, end, count, consumer, min_idle_ms)

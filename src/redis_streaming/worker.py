@@ -1,0 +1,551 @@
+"""ConsumerWorker: one consumer of one group, running read -> process -> ack in a thread.
+
+It must survive any single entry or Redis failure (log, back off, retry) and never ack an entry
+whose handler has not returned. Commands themselves go through EventStream; nothing here parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Literal
+
+import redis.exceptions as rex
+
+from . import _codec as codec
+from ._backoff import Backoff
+from ._errors import GroupMissing, InvalidOption, StreamingError, is_nogroup, translate
+from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
+from .deadletter import DeadLetters
+from .stream import DEFAULT_AUTOCLAIM_MAX_PAGES, DEFAULT_AUTOCLAIM_PAGE, EventStream, now_ms
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REAP_INTERVAL_S: Final = 5.0
+DEFAULT_MAX_DELIVERIES: Final = 5
+DEFAULT_RECENT_SIZE: Final = 20
+
+Handler = Callable[[Entry], Any]
+ErrorCallback = Callable[[BaseException, Entry | None], None]
+MissingGroupPolicy = Literal["0", "$", "stop"]
+
+
+def _noop(entry: Entry) -> None:
+    return None
+
+
+class ConsumerWorker:
+    """A thread that reads new entries for ``name`` in ``group`` and hands each to ``handler``.
+
+    Handler contract: return normally and the entry is acked (all entries of one read share one
+    XACK, sent together with the next read); raise and it stays pending, to be reclaimed by a
+    reaper and retried until ``max_deliveries``, then dead-lettered.
+
+    Options:
+        count, block_ms: XREADGROUP COUNT and BLOCK.
+        reap_interval: seconds between XAUTOCLAIM sweeps (also one at start); None disables.
+        max_deliveries: deliveries after which a failing entry is dead-lettered; None disables.
+        dead_letter_key: defaults to ``<stream>:dlq``.
+        group_start: where the group starts if this worker has to create it ("$" or an ID).
+        on_missing_group: when the group vanishes (FLUSHALL, key deleted): re-create it from
+            "0" (everything still in the stream), from "$" (only new entries), or "stop".
+        process_own_pel: at start, first re-process this consumer's own pending entries.
+        on_error: called with (exception, entry or None) for handler and Redis failures.
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        group: str,
+        name: str,
+        handler: Handler | None = None,
+        *,
+        count: int = 10,
+        block_ms: int = 500,
+        reap_interval: float | None = DEFAULT_REAP_INTERVAL_S,
+        claim_min_idle_ms: int | None = None,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter_key: str | None = None,
+        group_start: str = "$",
+        on_missing_group: MissingGroupPolicy = "0",
+        process_own_pel: bool = True,
+        on_error: ErrorCallback | None = None,
+        recent_size: int = DEFAULT_RECENT_SIZE,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.stream = stream
+        self.group = codec.validate_name(group, "group")
+        self.name = codec.validate_name(name, "consumer")
+        self.handler: Handler = handler or _noop
+        self.count = codec.validate_int(count, "count", minimum=1, maximum=100_000)
+        self.block_ms = codec.validate_int(block_ms, "block_ms", minimum=1)
+        if reap_interval is not None and (isinstance(reap_interval, bool) or not reap_interval > 0):
+            raise InvalidOption(f"reap_interval must be > 0 seconds or None, got {reap_interval!r}")
+        self.reap_interval = reap_interval
+        self.claim_min_idle_ms = (
+            stream.claim_min_idle_ms
+            if claim_min_idle_ms is None
+            else codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
+        )
+        self.max_deliveries = (
+            None
+            if max_deliveries is None
+            else codec.validate_int(max_deliveries, "max_deliveries", minimum=1)
+        )
+        self.dead_letters = DeadLetters(stream, dead_letter_key)
+        self.group_start = codec.validate_group_start(group_start)
+        if on_missing_group not in ("0", "$", "stop"):
+            raise InvalidOption(
+                f"on_missing_group must be '0', '$' or 'stop', got {on_missing_group!r}"
+            )
+        self.on_missing_group: MissingGroupPolicy = on_missing_group
+        self.process_own_pel = process_own_pel
+        self.on_error = on_error
+        self.backoff = backoff or Backoff()
+
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._paused = threading.Event()
+        self._parked = threading.Event()
+        self._process_lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pending_acks: list[str] = []
+        self._recent: deque[Delivery] = deque(maxlen=codec.validate_int(recent_size, "recent_size"))
+        self._crash_queue = 0
+        self._group_missing_logged = False
+        self._failures_in_row = 0
+        self.processed = 0
+        self.reaped = 0
+        self.failed = 0
+        self.crashed_drops = 0
+        self.dead_lettered = 0
+
+    def __repr__(self) -> str:
+        return f"ConsumerWorker({self.stream.key!r}, group={self.group!r}, name={self.name!r})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> ConsumerWorker:
+        """Start the thread (once). Returns self so ``w = ConsumerWorker(...).start()`` works."""
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(
+            target=self._run, name=f"consumer-{self.group}-{self.name}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the loop to end and wait up to ``timeout``; idempotent. True once it has ended.
+
+        A blocked read returns within ``block_ms``. Entries read but not yet handled stay in the
+        PEL for a reaper; entries already handled are acked before the thread ends.
+        """
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def is_alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def pause(self, wait: bool = False, timeout: float | None = None) -> bool:
+        """Stop fetching new entries. With ``wait``, block until the in-flight batch is done
+        and acked (returns False on timeout)."""
+        self._paused.set()
+        if not wait or not self.is_alive or self._thread is threading.current_thread():
+            return True
+        return self._parked.wait(timeout)
+
+    def resume(self) -> None:
+        """Fetch again after :meth:`pause`."""
+        self._paused.clear()
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def crash_next(self, n: int = 1) -> int:
+        """Drop the next ``n`` deliveries without acking, as if the process died mid-message.
+
+        Returns how many drops are queued in total.
+        """
+        codec.validate_int(n, "n", minimum=0, maximum=10_000)
+        with self._lock:
+            self._crash_queue += n
+            return self._crash_queue
+
+    def __enter__(self) -> ConsumerWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ introspection
+
+    def status(self) -> ConsumerStatus:
+        """A snapshot of this worker's counters and switches."""
+        return ConsumerStatus(
+            name=self.name,
+            group=self.group,
+            processed=self.processed,
+            reaped=self.reaped,
+            failed=self.failed,
+            crashed_drops=self.crashed_drops,
+            crash_queued=self._crash_queue,
+            paused=self.paused,
+            alive=self.is_alive,
+            dead_lettered=self.dead_lettered,
+        )
+
+    def recent(self) -> list[Delivery]:
+        """The last deliveries (newest last), each marked acked, dropped, error or dead-lettered."""
+        with self._lock:
+            return list(self._recent)
+
+    # ------------------------------------------------------------ processing
+
+    def _record(
+        self, entry: Entry, outcome: DeliveryOutcome, reaped: bool, error: str | None = None
+    ) -> None:
+        delivery = Delivery(entry.id, entry.type, outcome, now_ms(), reaped, error)
+        with self._lock:
+            self._recent.append(delivery)
+
+    def _take_crash(self) -> bool:
+        with self._lock:
+            if self._crash_queue <= 0:
+                return False
+            self._crash_queue -= 1
+            return True
+
+    def _fail(self, entry: Entry, exc: BaseException, deliveries: int, reaped: bool) -> bool:
+        """Count a handler failure; dead-letter if out of deliveries. True if dead-lettered."""
+        self.failed += 1
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "handler failed for %s on %s/%s (%s, delivery %d): %s",
+            entry.id,
+            self.stream.key,
+            self.group,
+            self.name,
+            deliveries,
+            error,
+        )
+        if self.on_error is not None:
+            self._safe_callback(exc, entry)
+        if self.max_deliveries is not None and deliveries >= self.max_deliveries:
+            return self._dead_letter(entry, deliveries, error, reaped)
+        self._record(entry, "error", reaped, error)
+        return False
+
+    def _dead_letter(self, entry: Entry, deliveries: int, error: str | None, reaped: bool) -> bool:
+        try:
+            self.dead_letters.send(self.group, self.name, entry, deliveries=deliveries, error=error)
+        except StreamingError as exc:
+            logger.warning("could not dead-letter %s: %s (stays pending)", entry.id, exc)
+            self._record(entry, "error", reaped, error)
+            return False
+        self.dead_lettered += 1
+        self._record(entry, "dead-lettered", reaped, error)
+        return True
+
+    def _safe_callback(self, exc: BaseException, entry: Entry | None) -> None:
+        try:
+            assert self.on_error is not None
+            self.on_error(exc, entry)
+        except Exception:  # the callback must not kill the loop either
+            logger.exception("on_error callback raised")
+
+    def _handle(
+        self, entries: Sequence[Entry], *, reaped: bool, deliveries: dict[str, int] | None = None
+    ) -> tuple[list[str], int]:
+        """Run the handler over a batch; returns (IDs to ack, deliveries dropped by crash_next)."""
+        ok: list[str] = []
+        dropped = 0
+        handler = self.handler
+        limit = self.max_deliveries
+        for entry in entries:
+            if self._crash_queue and self._take_crash():
+                dropped += 1
+                self.crashed_drops += 1
+                self._record(entry, "dropped", reaped)
+                continue
+            n = deliveries.get(entry.id, 1) if deliveries else 1
+            if limit is not None and n > limit:
+                # Delivered more often than allowed without ever failing cleanly (consumers
+                # keep dying on it): dead-letter without running the handler again.
+                self._dead_letter(entry, n, "delivered too often without an ack", reaped)
+                continue
+            try:
+                handler(entry)
+            except Exception as exc:
+                self._fail(entry, exc, n, reaped)
+                continue
+            ok.append(entry.id)
+        if ok:
+            tail = entries[-self._recent.maxlen :] if self._recent.maxlen else ()
+            stamp = now_ms()
+            good = set(ok) if len(ok) != len(entries) else None
+            with self._lock:
+                for entry in tail:
+                    if good is None or entry.id in good:
+                        self._recent.append(Delivery(entry.id, entry.type, "acked", stamp, reaped))
+        return ok, dropped
+
+    def _delivery_counts(self, entries: Sequence[Entry]) -> dict[str, int]:
+        """Redis's own delivery counter for each entry (one pipelined XPENDING per ID)."""
+        if self.max_deliveries is None or not entries:
+            return {}
+        pipe = self.stream.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xpending_range(self.stream.key, self.group, entry.id, entry.id, 1)
+        counts: dict[str, int] = {}
+        for rows in pipe.execute(raise_on_error=False):
+            if isinstance(rows, Exception):
+                continue
+            for row in codec.parse_pending_range(rows):
+                counts[row.id] = row.deliveries
+        return counts
+
+    def _process_recovered(
+        self, entries: list[Entry], deleted: Sequence[str]
+    ) -> tuple[int, int, int]:
+        """Handle entries taken from a PEL and ack them now; returns (acked, dropped, failed)."""
+        failed_before = self.failed
+        acked: list[str] = []
+        dropped = 0
+        if entries:
+            counts = self._delivery_counts(entries)
+            acked, dropped = self._handle(entries, reaped=True, deliveries=counts)
+            self.stream.ack_unchecked(self.group, acked)
+            self.reaped += len(acked)
+        if deleted:
+            if self.max_deliveries is not None:
+                self.dead_letters.record_trimmed(self.group, self.name, deleted)
+            else:
+                logger.warning(
+                    "%d pending entries on %s/%s were trimmed before processing",
+                    len(deleted),
+                    self.stream.key,
+                    self.group,
+                )
+        return len(acked), dropped, self.failed - failed_before
+
+    def reap_idle_pel(self, min_idle_ms: int | None = None) -> ReapResult:
+        """XAUTOCLAIM entries idle past ``min_idle_ms`` to this consumer and process them.
+
+        Claimed entries go through the same path as new ones (crash_next drops included);
+        dropped deliveries are not counted as processed. IDs whose payload was trimmed away are
+        reported in ``deleted_ids`` and recorded in the dead-letter stream.
+        """
+        idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
+        claimed = processed = dropped = failed = 0
+        deleted_all: list[str] = []
+        dl_before = self.dead_lettered
+        with self._process_lock:
+            for entries, deleted in self.stream.iter_autoclaim(
+                self.group,
+                self.name,
+                min_idle_ms=idle,
+                page_count=DEFAULT_AUTOCLAIM_PAGE,
+                max_pages=DEFAULT_AUTOCLAIM_MAX_PAGES,
+            ):
+                claimed += len(entries)
+                deleted_all.extend(deleted)
+                try:
+                    a, d, f = self._process_recovered(entries, deleted)
+                except rex.RedisError as exc:
+                    raise translate(exc) from exc
+                processed += a
+                dropped += d
+                failed += f
+        if claimed or deleted_all:
+            logger.info(
+                "%s reaped on %s/%s: %d claimed, %d processed, %d dropped, %d trimmed",
+                self.name,
+                self.stream.key,
+                self.group,
+                claimed,
+                processed,
+                dropped,
+                len(deleted_all),
+            )
+        return ReapResult(
+            claimed=claimed,
+            processed=processed,
+            deleted_ids=tuple(deleted_all),
+            dropped=dropped,
+            failed=failed,
+            dead_lettered=self.dead_lettered - dl_before,
+        )
+
+    def _replay_own_pel(self) -> int:
+        """Restart path: handle this consumer's own pending entries once, page by page."""
+        after = "0"
+        total = 0
+        while not self._stop.is_set():
+            entries, deleted = self.stream.read_own_pel(self.group, self.name, self.count, after)
+            if not entries and not deleted:
+                break
+            with self._process_lock:
+                acked, _dropped, _failed = self._process_recovered(entries, deleted)
+            total += acked
+            after = max([e.id for e in entries] + list(deleted), key=codec.parse_id)
+        if total:
+            logger.info(
+                "%s re-processed %d own pending entries on %s/%s",
+                self.name,
+                total,
+                self.stream.key,
+                self.group,
+            )
+        return total
+
+    # ------------------------------------------------------------ the loop
+
+    def _flush_acks(self) -> None:
+        if not self._pending_acks:
+            return
+        try:
+            self.stream.ack_unchecked(self.group, self._pending_acks)
+            self._pending_acks = []
+        except (rex.RedisError, StreamingError) as exc:
+            logger.warning(
+                "could not ack %d entries on %s/%s: %s",
+                len(self._pending_acks),
+                self.stream.key,
+                self.group,
+                exc,
+            )
+
+    def _read(self) -> list[Entry]:
+        """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
+        stream = self.stream
+        acks = self._pending_acks
+        if not acks:
+            raw = stream.client.xreadgroup(
+                self.group, self.name, {stream.key: ">"}, count=self.count, block=self.block_ms
+            )
+            return codec.parse_xread(raw)
+        pipe = stream.client.pipeline(transaction=False)
+        pipe.xack(stream.key, self.group, *acks)
+        pipe.xreadgroup(
+            self.group, self.name, {stream.key: ">"}, count=self.count, block=self.block_ms
+        )
+        acked, raw = pipe.execute(raise_on_error=False)
+        if isinstance(acked, Exception):
+            raise acked
+        self._pending_acks = []
+        stream._count(acked=int(acked))
+        if isinstance(raw, Exception):
+            raise raw
+        return codec.parse_xread(raw)
+
+    def _startup(self) -> None:
+        self.stream.ensure_group(self.group, self.group_start)
+        if self.process_own_pel:
+            self._replay_own_pel()
+        if self.reap_interval is not None:
+            self.reap_idle_pel()
+
+    def _on_redis_error(self, exc: BaseException) -> None:
+        err = translate(exc)
+        delay = self.backoff.delay(self._failures_in_row)
+        if self._failures_in_row == 0:
+            logger.warning(
+                "%s on %s/%s: %s; retrying with backoff",
+                self.name,
+                self.stream.key,
+                self.group,
+                err,
+            )
+        else:
+            logger.debug("%s still failing (%d): %s", self.name, self._failures_in_row, err)
+        self._failures_in_row += 1
+        if self.on_error is not None:
+            self._safe_callback(err, None)
+        self._stop.wait(delay)
+
+    def _on_group_missing(self) -> None:
+        # The key or group vanished (FLUSHALL, restart without persistence, DEL): pending acks
+        # refer to a PEL that no longer exists.
+        self._pending_acks = []
+        if self.on_missing_group == "stop":
+            logger.error(
+                "group %s on %s is gone; stopping %s", self.group, self.stream.key, self.name
+            )
+            self._stop.set()
+            return
+        if not self._group_missing_logged:
+            logger.warning(
+                "group %s on %s vanished (NOGROUP); re-creating it from %s",
+                self.group,
+                self.stream.key,
+                self.on_missing_group,
+            )
+            self._group_missing_logged = True
+        self.stream.ensure_group(self.group, self.on_missing_group)
+
+    def _park(self) -> None:
+        self._flush_acks()
+        self._parked.set()
+        while self._paused.is_set() and not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+        self._parked.clear()
+
+    def _run(self) -> None:
+        logger.info("%s started on %s/%s", self.name, self.stream.key, self.group)
+        started = False
+        next_reap = 0.0
+        while not self._stop.is_set():
+            try:
+                if not started:
+                    self._startup()
+                    started = True
+                    next_reap = time.monotonic() + (self.reap_interval or 0)
+                if self._paused.is_set():
+                    self._park()
+                    continue
+                if self.reap_interval is not None and time.monotonic() >= next_reap:
+                    self._flush_acks()
+                    self.reap_idle_pel()
+                    next_reap = time.monotonic() + self.reap_interval
+                entries = self._read()
+                if self._failures_in_row:
+                    logger.info("%s reconnected to %s", self.name, self.stream.key)
+                    self._failures_in_row = 0
+                self._group_missing_logged = False
+                if not entries or self._stop.is_set():
+                    continue
+                with self._process_lock:
+                    ok, _dropped = self._handle(entries, reaped=False)
+                self.processed += len(ok)
+                self._pending_acks.extend(ok)
+            except (GroupMissing, rex.ResponseError) as exc:
+                if isinstance(exc, GroupMissing) or is_nogroup(exc):
+                    try:
+                        self._on_group_missing()
+                    except (rex.RedisError, StreamingError) as again:
+                        self._on_redis_error(again)
+                else:
+                    self._on_redis_error(exc)
+            except (rex.RedisError, StreamingError) as exc:
+                self._on_redis_error(exc)
+            except Exception as exc:  # never let the thread die
+                logger.exception("%s: unexpected error in worker loop", self.name)
+                self._on_redis_error(exc)
+        self._flush_acks()
+        self._parked.set()
+        logger.info("%s stopped on %s/%s", self.name, self.stream.key, self.group)
