@@ -24,6 +24,6 @@ class Backoff:
     cap_s: float = DEFAULT_BACKOFF_CAP_S
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        window = min(self.cap_s, self.base_s * (2 ** min(attempt, 30)))
-        draw = (rng or random).random()
+        window = float(min(self.cap_s, self.base_s * (2 ** min(attempt, 30))))
+        draw = float((rng or random).random())
         return window / 2 + draw * window / 2

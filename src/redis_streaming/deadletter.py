@@ -7,13 +7,14 @@ dead-letter (ConsumerWorker does) and runs no loops of its own.
 from __future__ import annotations
 
 import logging
+import builtins
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 import redis.exceptions as rex
 
 from . import _codec as codec
-from ._errors import translate
+from ._errors import InvalidName, translate
 from ._model import RESERVED_FIELDS, Entry
 from .stream import EventStream, now_ms
 
@@ -65,7 +66,7 @@ class DeadLetters:
         self.stream = stream
         self.key = codec.validate_name(key or default_dlq_key(stream.key), "dead-letter key")
         if self.key == stream.key:
-            raise codec.InvalidName(f"dead-letter key must differ from the stream key {key!r}")
+            raise InvalidName(f"dead-letter key must differ from the stream key {key!r}")
 
     def send(
         self,
@@ -162,7 +163,7 @@ class DeadLetters:
         start: str = "-",
         end: str = "+",
         count: int | None = None,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Move dead letters back onto the main stream (all, by ID, or by range).
 
         Each page is one MULTI/EXEC of XADD to the stream plus XDEL here, so an entry is

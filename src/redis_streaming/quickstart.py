@@ -6,9 +6,11 @@ It prints what happens; it is the text twin of the web demo and must stay under 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
+from ._model import Entry
 from .stream import EventStream
 from .worker import ConsumerWorker
 
@@ -32,16 +34,31 @@ def run(url: str, stream_key: str = "quickstart:orders", echo: bool = True) -> d
 
     seen: dict[str, int] = {"notifications": 0, "analytics": 0}
 
-    def counter(group: str):  # type: ignore[no-untyped-def]
-        def handle(entry):  # type: ignore[no-untyped-def]
+    def counter(group: str) -> Callable[[Entry], None]:
+        def handle(entry: Entry) -> None:
             seen[group] += 1
 
         return handle
 
-    opts = dict(block_ms=50, reap_interval=None)
-    a = ConsumerWorker(stream, "notifications", "worker-a", counter("notifications"), **opts)
-    b = ConsumerWorker(stream, "notifications", "worker-b", counter("notifications"), **opts)
-    c = ConsumerWorker(stream, "analytics", "worker-c", counter("analytics"), **opts)
+    a = ConsumerWorker(
+        stream,
+        "notifications",
+        "worker-a",
+        counter("notifications"),
+        block_ms=50,
+        reap_interval=None,
+    )
+    b = ConsumerWorker(
+        stream,
+        "notifications",
+        "worker-b",
+        counter("notifications"),
+        block_ms=50,
+        reap_interval=None,
+    )
+    c = ConsumerWorker(
+        stream, "analytics", "worker-c", counter("analytics"), block_ms=50, reap_interval=None
+    )
     a.crash_next(3)
     a.start()
     deadline = time.monotonic() + 5

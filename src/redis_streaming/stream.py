@@ -372,7 +372,7 @@ class EventStream:
             return []
         for entry_id in ids:
             codec.validate_id(entry_id, "entry ID")
-        raw = self.client.xclaim(self.key, group, consumer, min_idle_ms, list(ids))
+        raw = self.client.xclaim(self.key, group, consumer, min_idle_ms, list[Any](ids))
         entries = codec.parse_entries(raw)
         self._count(claimed=len(entries))
         return entries
@@ -404,7 +404,9 @@ class EventStream:
                 logger.warning("handover on %s/%s stalled at %s", self.key, group, ids[0])
                 break
             previous_first = ids[0]
-            claimed = self.client.xclaim(self.key, group, to_consumer, 0, ids, justid=True)
+            claimed = self.client.xclaim(
+                self.key, group, to_consumer, 0, list[Any](ids), justid=True
+            )
             moved += len(claimed)
         if moved:
             logger.info(
@@ -509,12 +511,14 @@ class EventStream:
 
     def info_groups(self) -> list[GroupInfo]:
         """XINFO GROUPS; ``[]`` for a missing stream."""
-        return codec.parse_groups(self._missing_ok(lambda: self.client.xinfo_groups(self.key), []))
+        empty: list[Any] = []
+        return codec.parse_groups(self._missing_ok(lambda: self.client.xinfo_groups(self.key), empty))
 
     def info_consumers(self, group: str) -> list[ConsumerInfo]:
         """XINFO CONSUMERS; ``[]`` for a missing stream or group."""
         codec.validate_name(group, "group")
-        raw = self._missing_ok(lambda: self.client.xinfo_consumers(self.key, group), [])
+        empty: list[Any] = []
+        raw = self._missing_ok(lambda: self.client.xinfo_consumers(self.key, group), empty)
         return codec.parse_consumers(raw)
 
     def _pending_rows(
@@ -526,11 +530,12 @@ class EventStream:
         consumer: str | None,
         min_idle_ms: int | None,
     ) -> list[PendingEntry]:
+        empty: list[Any] = []
         raw = self._missing_ok(
             lambda: self.client.xpending_range(
                 self.key, group, start, end, count, consumername=consumer, idle=min_idle_ms
             ),
-            [],
+            empty,
         )
         return codec.parse_pending_range(raw)
 
