@@ -275,7 +275,10 @@ class ConsumerWorker:
         dropped = 0
         handler = self.handler
         limit = self.max_deliveries
+        stopping = self._stop.is_set
         for entry in entries:
+            if stopping():
+                break  # the rest stays pending for a reaper (or this name's restart)
             if self._crash_queue and self._take_crash():
                 dropped += 1
                 self.crashed_drops += 1
