@@ -1,0 +1,350 @@
+"""Health and lag view of one stream: per group lag, pending, oldest pending age, consumer idle.
+
+Reading is two pipelined round trips; classification is pure and never touches Redis. It must not
+change any stream state (no claims, no trims) and keeps no threads.
+
+Stable API (used by the demo and the CLI):
+
+    check_health(stream, thresholds=None, *, dead_letter_key=None, previous=None) -> HealthReport
+    HealthMonitor(stream, thresholds=None, *, dead_letter_key=None).check() -> HealthReport
+    HealthReport.to_dict() -> JSON-ready dict
+
+A group is classified from two independent signals:
+
+* ``lagging`` -- "consumers can't keep up": lag (entries not yet delivered to the group) is above
+  ``max_lag``, or it has grown over the last ``growth_samples`` checks in a row.
+* ``stuck`` -- "consumers crash without reaping": more than ``max_pending`` entries delivered
+  but not acked, or the oldest pending entry has not been (re)delivered for
+  ``max_pending_idle_ms`` (a reaper would have claimed it long ago).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import redis.exceptions as rex
+
+from . import _codec as codec
+from ._errors import InvalidOption, is_missing_key, translate
+from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
+from .stream import EventStream
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "GroupHealth",
+    "HealthMonitor",
+    "HealthReport",
+    "HealthStatus",
+    "HealthThresholds",
+    "check_health",
+    "classify_group",
+]
+
+DEFAULT_MAX_LAG: Final = 1000
+DEFAULT_MAX_PENDING: Final = 1000
+DEFAULT_MAX_PENDING_IDLE_MS: Final = 60_000
+DEFAULT_GROWTH_SAMPLES: Final = 3
+
+HealthStatus = Literal["ok", "lagging", "stuck", "lagging+stuck"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    """Limits that turn raw numbers into a status; validated when built.
+
+    ``growth_samples``: lag counts as growing when it rose on each of this many consecutive
+    checks (needs a ``previous`` report; ``0`` turns the trend signal off).
+    """
+
+    max_lag: int = DEFAULT_MAX_LAG
+    max_pending: int = DEFAULT_MAX_PENDING
+    max_pending_idle_ms: int = DEFAULT_MAX_PENDING_IDLE_MS
+    growth_samples: int = DEFAULT_GROWTH_SAMPLES
+
+    def __post_init__(self) -> None:
+        codec.validate_int(self.max_lag, "max_lag")
+        codec.validate_int(self.max_pending, "max_pending")
+        codec.validate_int(self.max_pending_idle_ms, "max_pending_idle_ms")
+        codec.validate_int(self.growth_samples, "growth_samples", maximum=100)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHealth:
+    """One consumer group's numbers and its classification.
+
+    ``lag`` is None when the server cannot compute it (entries deleted from the middle of the
+    stream). ``oldest_pending_age_ms`` is measured from the entry's ID (when it was produced),
+    ``oldest_pending_idle_ms`` from its last delivery. ``lag_history`` holds the last few lag
+    samples, oldest first, so a later check can see a trend.
+    """
+
+    name: str
+    consumers: tuple[ConsumerInfo, ...]
+    pending: int
+    lag: int | None
+    last_delivered_id: str
+    entries_read: int | None
+    oldest_pending_id: str | None
+    oldest_pending_age_ms: int | None
+    oldest_pending_idle_ms: int | None
+    oldest_pending_deliveries: int | None
+    max_consumer_idle_ms: int | None
+    lag_history: tuple[int, ...]
+    lagging: bool
+    stuck: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def status(self) -> HealthStatus:
+        """``ok``, ``lagging`` (can't keep up), ``stuck`` (not reaping) or both."""
+        if self.lagging and self.stuck:
+            return "lagging+stuck"
+        if self.lagging:
+            return "lagging"
+        if self.stuck:
+            return "stuck"
+        return "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The health of one stream at ``server_time_ms`` (the server's clock)."""
+
+    stream: str
+    exists: bool
+    length: int
+    last_generated_id: str | None
+    dead_letter_key: str
+    dead_letters: int
+    server_time_ms: int
+    groups: tuple[GroupHealth, ...] = ()
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+
+    @property
+    def ok(self) -> bool:
+        """True when every group is ``ok``."""
+        return all(g.status == "ok" for g in self.groups)
+
+    def group(self, name: str) -> GroupHealth | None:
+        """The named group's health, or None."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (statuses included) for HTTP APIs and JSON-lines output."""
+        out = dataclasses.asdict(self)
+        out["ok"] = self.ok
+        for row, g in zip(out["groups"], self.groups, strict=True):
+            row["status"] = g.status
+        return out
+
+
+# ------------------------------------------------------------------ pure part
+
+
+def _lag(group: GroupInfo, info: StreamInfo) -> int | None:
+    if group.lag is not None:
+        return group.lag
+    # The server gives up on lag after deletions in the middle; a group that has read up to the
+    # newest ID is still known to be caught up, and an empty stream has nothing to deliver.
+    if not info.exists or info.length == 0:
+        return 0
+    if info.last_generated_id is not None and group.last_delivered_id == info.last_generated_id:
+        return 0
+    return None
+
+
+def classify_group(
+    group: GroupInfo,
+    info: StreamInfo,
+    oldest: PendingEntry | None,
+    consumers: Sequence[ConsumerInfo],
+    now_ms: int,
+    thresholds: HealthThresholds,
+    previous: GroupHealth | None = None,
+) -> GroupHealth:
+    """Combine one group's raw replies into a classified GroupHealth (pure)."""
+    lag = _lag(group, info)
+    history: tuple[int, ...] = previous.lag_history if previous is not None else ()
+    keep = max(thresholds.growth_samples + 1, 1)
+    if lag is not None:
+        history = (*history, lag)[-keep:]
+    reasons: list[str] = []
+    lagging = False
+    if lag is not None and lag > thresholds.max_lag:
+        lagging = True
+        reasons.append(f"lag {lag} > {thresholds.max_lag}")
+    n = thresholds.growth_samples
+    if n and len(history) > n and all(a < b for a, b in itertools.pairwise(history)):
+        lagging = True
+        reasons.append(f"lag grew on {n} checks in a row ({history[0]} -> {history[-1]})")
+    stuck = False
+    if group.pending > thresholds.max_pending:
+        stuck = True
+        reasons.append(f"pending {group.pending} > {thresholds.max_pending}")
+    age = idle = deliveries = None
+    if oldest is not None:
+        age = max(0, now_ms - int(oldest.id.partition("-")[0]))
+        idle = oldest.idle_ms
+        deliveries = oldest.deliveries
+        if idle > thresholds.max_pending_idle_ms:
+            stuck = True
+            reasons.append(
+                f"oldest pending {oldest.id} idle {idle} ms > {thresholds.max_pending_idle_ms} ms"
+                " (nobody reclaims it)"
+            )
+    return GroupHealth(
+        name=group.name,
+        consumers=tuple(consumers),
+        pending=group.pending,
+        lag=lag,
+        last_delivered_id=group.last_delivered_id,
+        entries_read=group.entries_read,
+        oldest_pending_id=oldest.id if oldest is not None else None,
+        oldest_pending_age_ms=age,
+        oldest_pending_idle_ms=idle,
+        oldest_pending_deliveries=deliveries,
+        max_consumer_idle_ms=max((c.idle_ms for c in consumers), default=None),
+        lag_history=history,
+        lagging=lagging,
+        stuck=stuck,
+        reasons=tuple(reasons),
+    )
+
+
+# ------------------------------------------------------------------ I/O part
+
+
+def _server_ms(raw: Any) -> int:
+    seconds, micros = raw
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _ok_or_empty(value: Any, empty: Any) -> Any:
+    """A pipelined reply, with "no such key"/NOGROUP as ``empty``; other errors raise."""
+    if isinstance(value, Exception):
+        if is_missing_key(value):
+            return empty
+        raise translate(value)
+    return value
+
+
+def check_health(
+    stream: EventStream,
+    thresholds: HealthThresholds | None = None,
+    *,
+    dead_letter_key: str | None = None,
+    previous: HealthReport | None = None,
+) -> HealthReport:
+    """Read and classify the stream's health in two pipelined round trips.
+
+    Pass the last report as ``previous`` to detect lag growing over time. Raises
+    RedisUnavailable when the server cannot be reached.
+    """
+    limits = thresholds or HealthThresholds()
+    dlq = codec.validate_name(dead_letter_key or stream.key + ":dlq", "dead-letter key")
+    client = stream.client
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        pipe.xinfo_stream(stream.key)
+        pipe.xinfo_groups(stream.key)
+        pipe.xlen(dlq)
+        t, raw_info, raw_groups, dl = pipe.execute(raise_on_error=False)
+        for reply in (t, dl):
+            if isinstance(reply, Exception):
+                raise translate(reply)
+        info = codec.parse_stream_info(stream.key, _ok_or_empty(raw_info, None))
+        groups = codec.parse_groups(_ok_or_empty(raw_groups, []))
+        rows: list[Any] = []
+        if groups:
+            pipe = client.pipeline(transaction=False)
+            for g in groups:
+                pipe.xpending_range(stream.key, g.name, "-", "+", 1)
+                pipe.xinfo_consumers(stream.key, g.name)
+            rows = pipe.execute(raise_on_error=False)
+    except rex.RedisError as exc:
+        raise translate(exc) from exc
+    now = _server_ms(t)
+    out: list[GroupHealth] = []
+    for i, g in enumerate(groups):
+        pending_rows = codec.parse_pending_range(_ok_or_empty(rows[2 * i], []))
+        consumers = codec.parse_consumers(_ok_or_empty(rows[2 * i + 1], []))
+        before = previous.group(g.name) if previous is not None else None
+        out.append(
+            classify_group(
+                g, info, pending_rows[0] if pending_rows else None, consumers, now, limits, before
+            )
+        )
+    return HealthReport(
+        stream=stream.key,
+        exists=info.exists,
+        length=info.length,
+        last_generated_id=info.last_generated_id,
+        dead_letter_key=dlq,
+        dead_letters=int(dl),
+        server_time_ms=now,
+        groups=tuple(out),
+        thresholds=limits,
+    )
+
+
+class HealthMonitor:
+    """check_health that remembers its last report, so lag growth shows across checks.
+
+    Thread-safe: a metrics scrape and a web request may call :meth:`check` concurrently.
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        thresholds: HealthThresholds | None = None,
+        *,
+        dead_letter_key: str | None = None,
+    ) -> None:
+        if thresholds is not None and not isinstance(thresholds, HealthThresholds):
+            raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
+        self.stream = stream
+        self.thresholds = thresholds or HealthThresholds()
+        self.dead_letter_key = dead_letter_key
+        self._lock = threading.Lock()
+        self._last: HealthReport | None = None
+
+    @property
+    def last(self) -> HealthReport | None:
+        """The most recent report, or None before the first check."""
+        return self._last
+
+    def check(self) -> HealthReport:
+        """A fresh report whose lag trend includes the previous checks."""
+        with self._lock:
+            report = check_health(
+                self.stream,
+                self.thresholds,
+                dead_letter_key=self.dead_letter_key,
+                previous=self._last,
+            )
+            for g in report.groups:
+                if g.status != "ok" and (
+                    self._last is None
+                    or (prev := self._last.group(g.name)) is None
+                    or prev.status != g.status
+                ):
+                    logger.warning(
+                        "group %s on %s is %s: %s",
+                        g.name,
+                        self.stream.key,
+                        g.status,
+                        "; ".join(g.reasons),
+                    )
+            self._last = report
+            return report
