@@ -1,0 +1,62 @@
+"""server.py: the embedded server and the choice between a given Redis and the embedded one."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from redis_streaming import EmbeddedServer, InvalidName, RedisUnavailable, connect_or_embed
+from redis_streaming.server import display_url, free_port, ping, validate_url
+
+
+def test_embedded_valkey_starts_on_a_free_port_and_stops() -> None:
+    srv = EmbeddedServer()
+    assert srv.kind == "valkey" and srv.port != 6379
+    with srv:
+        assert ping(srv.url)
+        assert srv.client().info("server").get("valkey_version") is not None
+        srv.client().set("k", "v")
+        srv.restart()
+        assert srv.client().get("k") is None  # no persistence
+    assert not srv.running
+    assert not ping(srv.url, timeout=0.2)
+
+
+def test_connect_or_embed_explicit_unreachable_target_fails_clearly() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(RedisUnavailable, match="no Redis answers at"):
+        connect_or_embed(url)
+
+
+def test_connect_or_embed_explicit_reachable_target(server: EmbeddedServer) -> None:
+    url, embedded = connect_or_embed(server.url)
+    assert url == server.url and embedded is None
+
+
+def test_connect_or_embed_forced_embedded() -> None:
+    url, embedded = connect_or_embed(embedded=True)
+    try:
+        assert embedded is not None and embedded.running
+        assert redis.Redis.from_url(url).ping()
+    finally:
+        assert embedded is not None
+        embedded.cleanup()
+
+
+@pytest.mark.parametrize("bad", ["http://x:1", "localhost:6379", "redis://", "redis://h:notaport"])
+def test_validate_url(bad: str) -> None:
+    with pytest.raises(InvalidName):
+        validate_url(bad)
+    assert validate_url("rediss://user:pw@h:6380/2").startswith("rediss://")
+
+
+def test_display_url_masks_password() -> None:
+    assert display_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+    assert display_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_quickstart_runs_end_to_end(server: EmbeddedServer) -> None:
+    from redis_streaming import quickstart
+
+    seen = quickstart.run(server.url, stream_key="quickstart:test", echo=False)
+    assert seen == {"notifications": 20, "analytics": 20}
