@@ -17,6 +17,7 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
+from . import _fastpath
 from ._errors import (
     InvalidOption,
     is_busygroup,
@@ -166,10 +167,13 @@ class EventStream:
         if not encoded:
             return []
         cap, approx = self._cap(maxlen, approximate)
-        pipe = self.client.pipeline(transaction=False)
-        for fields in encoded:
-            pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-        ids = [codec.to_str(x) for x in pipe.execute()]
+        if _fastpath.supports(self.client):
+            ids = _fastpath.xadd_batch(self.client, self.key, encoded, cap, approx)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for fields in encoded:
+                pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+            ids = [codec.to_str(x) for x in pipe.execute()]
         self._count(produced=len(ids))
         return ids
 

@@ -1,0 +1,246 @@
+"""The hot path: commands packed into one RESP buffer, replies parsed straight into Entry objects.
+
+Packing and parsing are pure; only :func:`roundtrip` does I/O, on a connection borrowed from the
+client's own pool. It must never be used for a cluster client or change what a command means.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+import redis.exceptions as rex
+
+from ._model import Entry
+
+logger = logging.getLogger(__name__)
+
+try:  # hiredis packs a command in C, about 3x faster than building the bytes in Python
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis ships with redis[hiredis], a dependency
+    _hiredis_pack = None
+
+
+def _pack_py(args: Sequence[str | bytes]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def pack_command(args: tuple[str | bytes, ...]) -> bytes:
+    """One command as RESP bytes (str arguments are sent as UTF-8)."""
+    if _hiredis_pack is not None:
+        return bytes(_hiredis_pack(args))
+    return _pack_py(args)
+
+
+def xadd_prefix(key: str, maxlen: int | None, approximate: bool) -> tuple[str, ...]:
+    """The arguments every XADD of one batch shares: key, optional MAXLEN cap, ``*``."""
+    if maxlen is None:
+        return ("XADD", key, "*")
+    if approximate:
+        return ("XADD", key, "MAXLEN", "~", str(maxlen), "*")
+    return ("XADD", key, "MAXLEN", str(maxlen), "*")
+
+
+_FIELD_CACHE: dict[str, bytes] = {}
+_FIELD_CACHE_MAX = 4096  # field names repeat across events; cap the cache for odd workloads
+
+
+def _bulk(text: str) -> bytes:
+    raw = text.encode()
+    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+
+
+def pack_xadd_batch(
+    key: str, batch: Sequence[Mapping[str, str]], maxlen: int | None, approximate: bool
+) -> bytes:
+    """All XADDs of a batch as one buffer, ready for a single ``sendall``.
+
+    Built by hand rather than per-command: the shared prefix is encoded once and field names
+    come from a small cache, which halves the packing cost of a typical 2-4 field event.
+    """
+    prefix = xadd_prefix(key, maxlen, approximate)
+    prefix_bytes = b"".join([_bulk(arg) for arg in prefix])
+    headers: dict[int, bytes] = {}
+    names = _FIELD_CACHE
+    out: list[bytes] = []
+    put = out.append
+    for fields in batch:
+        n = len(fields)
+        head = headers.get(n)
+        if head is None:
+            head = headers[n] = b"*%d\r\n" % (len(prefix) + 2 * n) + prefix_bytes
+        put(head)
+        for name, value in fields.items():
+            packed = names.get(name)
+            if packed is None:
+                packed = _bulk(name)
+                if len(names) < _FIELD_CACHE_MAX:
+                    names[name] = packed
+            raw = value.encode()
+            put(packed)
+            put(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+def pack_ack_read(
+    key: str,
+    group: str,
+    consumer: str,
+    acks: Sequence[str],
+    count: int,
+    block_ms: int | None,
+    start: str = ">",
+) -> bytes:
+    """An optional XACK of ``acks`` followed by XREADGROUP, for one round trip."""
+    read: tuple[str, ...] = ("XREADGROUP", "GROUP", group, consumer, "COUNT", str(count))
+    if block_ms is not None:
+        read += ("BLOCK", str(block_ms))
+    read += ("STREAMS", key, start)
+    if not acks:
+        return pack_command(read)
+    return pack_command(("XACK", key, group, *acks)) + pack_command(read)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def entries_from_items(items: Sequence[Any]) -> list[Entry]:
+    """``[id, [field, value, ...]]`` items as entries; items with nil fields (trimmed) skipped.
+
+    Decoded (str) replies take the fast branch: one dict built from the flat list in C.
+    """
+    out: list[Entry] = []
+    append = out.append
+    for item in items:
+        eid, flat = item[0], item[1]
+        if flat is None:
+            continue
+        if type(eid) is str and type(flat) is list:
+            it = iter(flat)
+            append(Entry(eid, dict(zip(it, it, strict=False))))
+        elif isinstance(flat, Mapping):
+            append(Entry(_text(eid), {_text(k): _text(v) for k, v in flat.items()}))
+        else:
+            it = iter([_text(x) for x in flat])
+            append(Entry(_text(eid), dict(zip(it, it, strict=False))))
+    return out
+
+
+def parse_xreadgroup(raw: Any) -> list[Entry]:
+    """A raw (no redis-py callbacks) XREADGROUP reply: RESP2 list or RESP3 map, or nil."""
+    if not raw:
+        return []
+    if isinstance(raw, Mapping):
+        streams: Any = raw.values()
+    else:
+        streams = [s[1] for s in raw]
+    entries: list[Entry] = []
+    for items in streams:
+        if items:
+            entries.extend(entries_from_items(items))
+    return entries
+
+
+XADD_ROUND = 1000  # commands per round trip: bounds both buffers for huge batches
+XADD_WRITE = 20  # commands per write: the server works on one write while we pack the next
+
+
+def xadd_batch(
+    client: redis.Redis,
+    key: str,
+    batch: Sequence[Mapping[str, str]],
+    maxlen: int | None,
+    approximate: bool,
+) -> list[str]:
+    """XADD every (already validated) field map; returns the new IDs in order."""
+    ids: list[str] = []
+    for start in range(0, len(batch), XADD_ROUND):
+        chunk = batch[start : start + XADD_ROUND]
+        writes = (
+            pack_xadd_batch(key, chunk[i : i + XADD_WRITE], maxlen, approximate)
+            for i in range(0, len(chunk), XADD_WRITE)
+        )
+        replies = roundtrip(client, writes, len(chunk))
+        first_error(replies)
+        ids.extend([r if type(r) is str else _text(r) for r in replies])
+    return ids
+
+
+def supports(client: object) -> bool:
+    """True for a plain ``redis.Redis`` with a connection pool (not cluster, not pinned)."""
+    return (
+        isinstance(client, redis.Redis)
+        and getattr(client, "connection", None) is None
+        and getattr(client, "connection_pool", None) is not None
+    )
+
+
+def _read_replies(conn: Any, replies: int) -> list[Any]:
+    parser: Any = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is None or getattr(conn, "protocol", 2) not in (2, "2"):
+        # Not hiredis on RESP2: let redis-py read each reply (slower, handles push frames).
+        out: list[Any] = []
+        for _ in range(replies):
+            try:
+                out.append(conn.read_response())
+            except rex.ResponseError as exc:
+                out.append(exc)
+        return out
+    # redis-py's hiredis reader returns error replies as exception objects; reading it
+    # directly skips per-reply bookkeeping that costs more than the parse itself.
+    fill = parser.read_from_socket
+    gets = reader.gets
+    out = []
+    append = out.append
+    for _ in range(replies):
+        reply = gets()
+        while reply is False:
+            fill()
+            reply = gets()
+        if isinstance(reply, rex.ConnectionError):
+            raise reply
+        append(reply)
+    return out
+
+
+def roundtrip(client: redis.Redis, payload: bytes | Iterable[bytes], replies: int) -> list[Any]:
+    """Send ``payload`` (one buffer, or buffers written as they are produced) and read
+    ``replies`` raw replies, in order.
+
+    Error replies are returned as ResponseError objects, after every reply has been read, so
+    the connection goes back to the pool in sync. A connection that fails mid-way is closed.
+    """
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        if isinstance(payload, bytes):
+            conn.send_packed_command([payload], check_health=False)
+        else:
+            for part in payload:
+                conn.send_packed_command([part], check_health=False)
+        return _read_replies(conn, replies)
+    except OSError as exc:
+        conn.disconnect()
+        raise rex.ConnectionError(f"connection lost during a batch: {exc}") from exc
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+def first_error(replies: Sequence[Any]) -> None:
+    """Raise the first error reply of a roundtrip, if any."""
+    for reply in replies:
+        if isinstance(reply, rex.ResponseError):
+            raise reply
