@@ -1,4 +1,4 @@
-"""LocalCluster: a real Redis Cluster on this machine (N masters, optional replicas) for tests and benchmarks.
+"""LocalCluster: a real Redis Cluster on this machine (masters + replicas) for tests and benchmarks.
 
 It starts, joins, breaks (SIGKILL, failover) and reshards server processes only; it knows nothing
 about streams and must never touch a server it did not start (no port 6379, no shared data).
@@ -6,6 +6,7 @@ about streams and must never touch a server it did not start (no port 6379, no s
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -100,7 +101,7 @@ class ClusterNodeProcess:
         """Run one command on this node only (cluster admin commands)."""
         c = self.client()
         try:
-            return c.execute_command(*args)
+            return c.execute_command(*args)  # type: ignore[no-untyped-call]
         finally:
             c.close()
 
@@ -117,6 +118,14 @@ class ClusterNodeProcess:
 
     def __repr__(self) -> str:
         return f"ClusterNodeProcess({self.server.kind}, port={self.port}, id={self.node_id[:8]})"
+
+
+def _replicate(node: ClusterNodeProcess, master: ClusterNodeProcess) -> bool:
+    return bool(node.call("CLUSTER", "REPLICATE", master.node_id) == "OK")
+
+
+def _in_sync(node: ClusterNodeProcess) -> bool:
+    return bool(node.info("replication").get("master_link_status") == "up")
 
 
 class LocalCluster:
@@ -203,14 +212,14 @@ class LocalCluster:
         for node, master in added:
             # The new node learns the master's ID through gossip; retry until it has.
             _wait(
-                lambda n=node, m=master: n.call("CLUSTER", "REPLICATE", m.node_id) == "OK",
+                functools.partial(_replicate, node, master),
                 _FORM_TIMEOUT_S,
                 f"replica {node.port} to attach to {master.port}",
             )
             out.append(node)
         for node in out:
             _wait(
-                lambda n=node: n.info("replication").get("master_link_status") == "up",
+                functools.partial(_in_sync, node),
                 _FORM_TIMEOUT_S,
                 f"replica {node.port} to sync",
             )
@@ -316,11 +325,15 @@ class LocalCluster:
 
     @property
     def startup_nodes(self) -> list[ClusterNode]:
-        return [ClusterNode(n.host, n.port) for n in self.nodes if n.running]
+        return [
+            ClusterNode(n.host, n.port)  # type: ignore[no-untyped-call]
+            for n in self.nodes
+            if n.running
+        ]
 
     @property
     def url(self) -> str:
-        """``redis://host:port/0`` of one running node (RedisCluster.from_url discovers the rest)."""
+        """``redis://host:port/0`` of one running node (from_url discovers the rest)."""
         node = self._any_running()
         return f"redis://{node.host}:{node.port}/0"
 
