@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, ParamSpec, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
 from . import _fastpath
+from ._backoff import Backoff
 from ._errors import (
     InvalidOption,
     is_busygroup,
@@ -34,6 +36,9 @@ from ._model import (
     StreamStats,
 )
 
+if TYPE_CHECKING:
+    from .retention import RetainReport, TrimReport
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAXLEN_APPROX: Final = 2000
@@ -43,6 +48,7 @@ DEFAULT_BLOCK_MS: Final = 500
 DEFAULT_AUTOCLAIM_PAGE: Final = 100
 DEFAULT_AUTOCLAIM_MAX_PAGES: Final = 10
 DEFAULT_REPLAY_PAGE: Final = 500
+DEFAULT_PRODUCE_RETRIES: Final = 3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,9 +95,13 @@ class EventStream:
         maxlen_approx: int | None = DEFAULT_MAXLEN_APPROX,
         claim_min_idle_ms: int = DEFAULT_CLAIM_MIN_IDLE_MS,
         approximate: bool = True,
+        retries: int = DEFAULT_PRODUCE_RETRIES,
+        backoff: Backoff | None = None,
     ) -> None:
         self.client = client
         self.key = codec.validate_name(stream_key, "stream key")
+        self.retries = codec.validate_int(retries, "retries", maximum=100)
+        self.backoff = backoff or Backoff()
         self.maxlen = (
             None
             if maxlen_approx is None
@@ -135,6 +145,31 @@ class EventStream:
             cap = codec.validate_int(cap, "maxlen", minimum=1)
         return cap, self.approximate if approximate is None else approximate
 
+    def _retry(self, call: Callable[[], R]) -> R:
+        """Run one write, retrying connection errors ``retries`` times with jittered backoff.
+
+        At-least-once: a write that reached the server before the connection dropped is sent
+        again, so a retried XADD (or batch) may be stored twice.
+        """
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                if attempt >= self.retries:
+                    raise
+                delay = self.backoff.delay(attempt)
+                logger.warning(
+                    "XADD to %s failed (%s); retry %d/%d in %.2fs",
+                    self.key,
+                    exc,
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
+                attempt += 1
+                time.sleep(delay)
+
     @_redis_errors
     def produce(
         self,
@@ -147,7 +182,9 @@ class EventStream:
         """XADD one event; returns its server-assigned ID. Invalid events raise InvalidEvent."""
         fields = codec.encode_event(event_type, payload, now_ms())
         cap, approx = self._cap(maxlen, approximate)
-        entry_id = self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+        entry_id = self._retry(
+            lambda: self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+        )
         self._count(produced=1)
         return codec.to_str(entry_id)
 
@@ -167,13 +204,16 @@ class EventStream:
         if not encoded:
             return []
         cap, approx = self._cap(maxlen, approximate)
-        if _fastpath.supports(self.client):
-            ids = _fastpath.xadd_batch(self.client, self.key, encoded, cap, approx)
-        else:
+
+        def send() -> list[str]:
+            if _fastpath.supports(self.client):
+                return _fastpath.xadd_batch(self.client, self.key, encoded, cap, approx)
             pipe = self.client.pipeline(transaction=False)
             for fields in encoded:
                 pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-            ids = [codec.to_str(x) for x in pipe.execute()]
+            return [codec.to_str(x) for x in pipe.execute()]
+
+        ids = self._retry(send)
         self._count(produced=len(ids))
         return ids
 
@@ -562,3 +602,25 @@ class EventStream:
         if min_idle_ms is not None:
             codec.validate_int(min_idle_ms, "min_idle_ms")
         return self._pending_rows(group, start, end, count, consumer, min_idle_ms)
+
+    # ------------------------------------------------------------ retention (see retention.py)
+
+    def trim_safe(self, hard_cap: int | None = None, *, approximate: bool = True) -> TrimReport:
+        """Trim what every group has been delivered and acked; ``hard_cap`` caps the length anyway.
+
+        Returns a report naming the group that held the trim back and by how many entries.
+        """
+        from .retention import trim_safe
+
+        return trim_safe(self, hard_cap, approximate=approximate)
+
+    def retain(
+        self, max_age: float | timedelta, *, approximate: bool = True, safe: bool = False
+    ) -> RetainReport:
+        """Remove entries older than ``max_age`` (seconds or timedelta, by the server's clock).
+
+        ``safe=True`` never removes what a group still needs.
+        """
+        from .retention import retain
+
+        return retain(self, max_age, approximate=approximate, safe=safe)
