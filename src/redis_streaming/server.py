@@ -153,8 +153,14 @@ class EmbeddedServer:
             str(self.dir / "server.log"),
             *self.extra_args,
         ]
+        # A session of its own: Ctrl+C in a terminal signals the whole foreground group, and
+        # the server must outlive the workers that still need to ack; stop() ends it.
         self._proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
