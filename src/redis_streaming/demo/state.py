@@ -1,0 +1,211 @@
+"""The demo's /state snapshot: two pipelined round trips, then shaped as JSON-ready dicts.
+
+Only ``gather`` does I/O; everything else is pure and parses through ``redis_streaming._codec``.
+It must not change anything on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.exceptions as rex
+
+from .. import _codec as codec
+from .._errors import is_missing_key, translate
+from .._model import (
+    ConsumerInfo,
+    ConsumerStatus,
+    Delivery,
+    Entry,
+    GroupInfo,
+    PendingEntry,
+    StreamInfo,
+    StreamStats,
+)
+
+#: How many deliveries per consumer the page shows.
+RECENT_SHOWN = 8
+#: How many dead letters the snapshot carries (GET /dlq pages through the rest).
+DLQ_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What the app knows about one of its running workers."""
+
+    status: ConsumerStatus
+    recent: Sequence[Delivery]
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Parsed server-side facts for one snapshot."""
+
+    info: StreamInfo
+    groups: list[GroupInfo]
+    tail: list[Entry]
+    consumers: dict[str, list[ConsumerInfo]]
+    pending: dict[str, list[PendingEntry]]
+    dlq_length: int
+    dlq_tail: list[Entry]
+
+
+def _ok(value: Any, empty: Any) -> Any:
+    """A pipeline result, with "no such key"/NOGROUP replies read as empty."""
+    if isinstance(value, rex.ResponseError) and is_missing_key(value):
+        return empty
+    if isinstance(value, BaseException):
+        raise translate(value)
+    return value
+
+
+def gather(
+    client: redis.Redis,
+    key: str,
+    dlq_key: str,
+    *,
+    tail_count: int,
+    pending_rows: int,
+) -> Raw:
+    """Read everything the page shows: one pipeline for the stream, one for its groups."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.xinfo_stream(key)
+        pipe.xinfo_groups(key)
+        pipe.xrevrange(key, "+", "-", count=tail_count)
+        pipe.xlen(dlq_key)
+        pipe.xrevrange(dlq_key, "+", "-", count=DLQ_SHOWN)
+        info_raw, groups_raw, tail_raw, dlq_len, dlq_raw = pipe.execute(raise_on_error=False)
+        info = codec.parse_stream_info(key, _ok(info_raw, None))
+        groups = codec.parse_groups(_ok(groups_raw, []))
+        consumers: dict[str, list[ConsumerInfo]] = {}
+        pending: dict[str, list[PendingEntry]] = {}
+        if groups:
+            pipe = client.pipeline(transaction=False)
+            for g in groups:
+                pipe.xinfo_consumers(key, g.name)
+                pipe.xpending_range(key, g.name, "-", "+", pending_rows)
+            replies = pipe.execute(raise_on_error=False)
+            for i, g in enumerate(groups):
+                consumers[g.name] = codec.parse_consumers(_ok(replies[2 * i], []))
+                pending[g.name] = codec.parse_pending_range(_ok(replies[2 * i + 1], []))
+    except rex.RedisError as exc:
+        raise translate(exc) from exc
+    return Raw(
+        info=info,
+        groups=groups,
+        tail=codec.parse_entries(_ok(tail_raw, [])),
+        consumers=consumers,
+        pending=pending,
+        dlq_length=codec.to_int(_ok(dlq_len, 0)),
+        dlq_tail=codec.parse_entries(_ok(dlq_raw, [])),
+    )
+
+
+# ---------------------------------------------------------------- pure shaping
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry as the page and the guide's scripts read it."""
+    return {"id": entry.id, "type": entry.type, "ts_ms": entry.ts_ms, "fields": dict(entry.fields)}
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "type": d.type,
+        "outcome": d.outcome,
+        "at_ms": d.at_ms,
+        "reaped": d.reaped,
+        "error": d.error,
+    }
+
+
+def consumer_json(info: ConsumerInfo | None, name: str, view: WorkerView | None) -> dict[str, Any]:
+    """One consumer: Redis's view (pending, idle) merged with the worker's counters."""
+    st = view.status if view is not None else None
+    return {
+        "name": name,
+        "pending": info.pending if info is not None else 0,
+        "idle_ms": info.idle_ms if info is not None else None,
+        "inactive_ms": info.inactive_ms if info is not None else None,
+        "managed": view is not None,
+        "processed": st.processed if st else 0,
+        "reaped": st.reaped if st else 0,
+        "failed": st.failed if st else 0,
+        "dropped": st.crashed_drops if st else 0,
+        "dead_lettered": st.dead_lettered if st else 0,
+        "crash_queued": st.crash_queued if st else 0,
+        "will_drop": bool(st and st.crash_queued > 0),
+        "paused": bool(st and st.paused),
+        "alive": bool(st and st.alive),
+        "recent": [delivery_json(d) for d in list(view.recent)[-RECENT_SHOWN:][::-1]]
+        if view is not None
+        else [],
+    }
+
+
+def group_json(
+    group: GroupInfo,
+    consumers: Iterable[ConsumerInfo],
+    workers: Mapping[str, WorkerView],
+) -> dict[str, Any]:
+    """One group with its consumers; running workers not yet known to Redis are listed too."""
+    by_name = {c.name: c for c in consumers}
+    names = list(by_name) + [n for n in workers if n not in by_name]
+    return {
+        "name": group.name,
+        "pending": group.pending,
+        "lag": group.lag,
+        "last_delivered_id": group.last_delivered_id,
+        "entries_read": group.entries_read,
+        "consumers": len(names),
+        "consumers_detail": [consumer_json(by_name.get(n), n, workers.get(n)) for n in names],
+    }
+
+
+def build_state(
+    raw: Raw,
+    workers: Mapping[str, Mapping[str, WorkerView]],
+    stats: StreamStats,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The whole /state document (guide keys first, extras after)."""
+    info = raw.info
+    return {
+        "ok": True,
+        "stream": {
+            "key": info.key,
+            "exists": info.exists,
+            "length": info.length,
+            "first_entry_id": info.first_entry_id,
+            "last_entry_id": info.last_entry_id,
+            "last_generated_id": info.last_generated_id,
+            "entries_added": info.entries_added,
+        },
+        "tail": [entry_json(e) for e in raw.tail],
+        "groups": [
+            group_json(g, raw.consumers.get(g.name, ()), workers.get(g.name, {}))
+            for g in raw.groups
+        ],
+        "pending": [
+            {
+                "group": g,
+                "id": p.id,
+                "consumer": p.consumer,
+                "idle_ms": p.idle_ms,
+                "deliveries": p.deliveries,
+            }
+            for g, rows in raw.pending.items()
+            for p in rows
+        ],
+        "stats": {"produced": stats.produced, "acked": stats.acked, "claimed": stats.claimed},
+        "dlq": {
+            "length": raw.dlq_length,
+            "entries": [entry_json(e) for e in raw.dlq_tail],
+        },
+        **extra,
+    }
