@@ -275,7 +275,7 @@ class Output:
     def console(self) -> Any:
         from rich.console import Console
 
-        return Console(file=self.stream)
+        return Console(file=self.stream, highlight=False)
 
 
 def _have_rich() -> bool:
@@ -480,35 +480,24 @@ def cmd_produce(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker
 
 
-def _metrics_server(port: int, workers: Sequence[ConsumerWorker]) -> Callable[[], None]:
-    """Serve /metrics for this worker pool; returns a function that stops serving.
-
-    Uses ``redis_streaming.metrics`` (the library's collectors) when it is installed.
-    """
+def _metrics_server(
+    stream: EventStream, workers: Sequence[ConsumerWorker], args: argparse.Namespace
+) -> Callable[[], None]:
+    """Serve /metrics (redis_streaming.metrics) for the pool; returns the function to stop it."""
     try:
-        metrics: Any = importlib.import_module("redis_streaming.metrics")
-    except ImportError:
-        metrics = None
-    if metrics is not None and hasattr(metrics, "serve_worker_metrics"):
-        stopper: Any = metrics.serve_worker_metrics(port, workers)
-        return stopper if callable(stopper) else (lambda: None)
+        from .metrics import StreamMetrics
+    except ImportError as exc:
+        raise UsageError(f"--metrics-port needs prometheus-client (the cli extra): {exc}") from None
+    collector = StreamMetrics(stream, workers, dead_letter_key=args.dlq_key)
     try:
-        from prometheus_client import start_http_server
-    except ImportError:
-        raise UsageError(
-            "--metrics-port needs prometheus-client (pip install prometheus-client)"
-        ) from None
-    try:
-        server, thread = start_http_server(port)
+        server = collector.serve(args.metrics_port, addr=args.metrics_addr)
     except OSError as exc:
-        raise UsageError(f"cannot serve metrics on port {port}: {exc}") from None
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-    return stop
+        raise UsageError(
+            f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc}"
+        ) from None
+    logger.info("serving metrics at %s", server.url)
+    args.metrics_url = server.url
+    return server.close
 
 
 def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
@@ -553,7 +542,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stream.ensure_group(args.group, args.group_start)
     stop_metrics: Callable[[], None] | None = None
     if args.metrics_port is not None:
-        stop_metrics = _metrics_server(args.metrics_port, workers)
+        stop_metrics = _metrics_server(stream, workers, args)
     flag = _StopFlag()
     flag.install()
     for w in workers:
@@ -565,7 +554,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "group": args.group,
         "consumers": names,
         "pid": os.getpid(),
-        "metrics_port": args.metrics_port,
+        "metrics_url": getattr(args, "metrics_url", None),
     }
     if out.json:
         out.line(started)
@@ -654,10 +643,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def inspect_data(stream: EventStream, pending_rows: int, dlq_key: str | None) -> dict[str, Any]:
     """Everything ``inspect`` shows, as one JSON-ready dict."""
+    from .health import check_health
+
     info = stream.info_stream()
+    health = {g.name: g for g in check_health(stream, dead_letter_key=dlq_key).groups}
     groups = []
     now = now_ms()
     for g in stream.info_groups():
+        gh = health.get(g.name)
         consumers = stream.info_consumers(g.name)
         pending = stream.pending(g.name, count=pending_rows) if g.pending else []
         oldest = pending[0].id if pending else None
@@ -668,6 +661,8 @@ def inspect_data(stream: EventStream, pending_rows: int, dlq_key: str | None) ->
                 "oldest_pending_age_ms": (
                     max(0, now - codec.parse_id(oldest)[0]) if oldest else None
                 ),
+                "status": gh.status if gh else None,
+                "reasons": list(gh.reasons) if gh else [],
                 "consumers": [dataclasses.asdict(c) for c in consumers],
                 "pending_entries": [dataclasses.asdict(p) for p in pending],
             }
@@ -713,11 +708,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         console.print(
             _table(
                 "groups",
-                ["group", "consumers", "pending", "lag", "last delivered", "oldest pending"],
+                [
+                    "group",
+                    "status",
+                    "consumers",
+                    "pending",
+                    "lag",
+                    "last delivered",
+                    "oldest pending",
+                ],
                 [
                     [
                         g["name"],
-                        g["consumers"],
+                        g["status"],
+                        len(g["consumers"]),
                         g["pending"],
                         "-" if g["lag"] is None else g["lag"],
                         g["last_delivered_id"],
@@ -755,16 +759,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- trim
 
 
-def _report_dict(report: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(report) and not isinstance(report, type):
-        return dataclasses.asdict(report)
-    if isinstance(report, Mapping):
-        return dict(report)
-    if isinstance(report, int):
-        return {"deleted": report}
-    return {"report": str(report)}
-
-
 def cmd_trim(args: argparse.Namespace) -> int:
     stream = open_stream(args)
     before = stream.length()
@@ -775,34 +769,34 @@ def cmd_trim(args: argparse.Namespace) -> int:
     elif args.minid is not None:
         deleted = stream.trim_minid(args.minid, approximate=not args.exact)
         result = {"strategy": "minid", "minid": args.minid, "deleted": deleted}
-    elif args.safe:
-        trim_safe = getattr(stream, "trim_safe", None)
-        if trim_safe is None:
-            raise StreamingError("this version of redis_streaming has no EventStream.trim_safe")
-        result = {"strategy": "safe", **_report_dict(trim_safe(hard_cap=args.hard_cap))}
-    else:
-        retain = getattr(stream, "retain", None)
-        if retain is None:
-            raise StreamingError("this version of redis_streaming has no EventStream.retain")
+    elif args.max_age is not None:
+        retained = stream.retain(args.max_age, approximate=not args.exact, safe=args.safe)
         result = {
-            "strategy": "max-age",
-            "max_age_s": args.max_age,
-            **_report_dict(retain(args.max_age)),
+            "strategy": "max-age-safe" if args.safe else "max-age",
+            **dataclasses.asdict(retained),
         }
-    result = {"stream": stream.key, **result, "length_before": before, "length": stream.length()}
+    else:
+        report = stream.trim_safe(args.hard_cap, approximate=not args.exact)
+        result = {"strategy": "safe", **dataclasses.asdict(report)}
+    result.update(stream=stream.key, length_before=before, length=stream.length())
     out = Output(args.json)
     if out.json:
         out.line(result)
-    else:
-        extra = "".join(
-            f", {k}={v}"
-            for k, v in result.items()
-            if k not in ("stream", "strategy", "deleted", "length_before", "length")
-        )
-        out.console().print(
-            f"trimmed {stream.key} ({result['strategy']}{extra}): "
-            f"deleted {result.get('deleted', '?')}, length {before} -> {result['length']}"
-        )
+        return EXIT_OK
+    text = (
+        f"trimmed {stream.key} ({result['strategy']}): deleted {result['deleted']}, "
+        f"length {before} -> {result['length']}"
+    )
+    if result.get("min_id"):
+        text += f"; kept IDs >= {result['min_id']}"
+    if result.get("held_by"):
+        held = result.get("held_back")
+        text += f"; held back by group [bold]{result['held_by']}[/]"
+        if held is not None:
+            text += f" ({held}{'' if result.get('held_back_exact', True) else '+'} entries)"
+    if result.get("forced_deleted"):
+        text += f"; hard cap deleted {result['forced_deleted']} unfinished entries"
+    out.console().print(text)
     return EXIT_OK
 
 
@@ -1004,7 +998,10 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
         default="0",
         help="when the group vanishes: re-create from 0 or $, or stop (default 0)",
     )
-    p.add_argument("--metrics-port", type=_int_at_least(0), help="serve Prometheus /metrics")
+    p.add_argument(
+        "--metrics-port", type=_int_at_least(0), help="serve Prometheus /metrics (0: any free port)"
+    )
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="metrics bind address")
     p.add_argument(
         "--stop-timeout",
         type=_seconds,
@@ -1029,12 +1026,16 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
     p.add_argument("--pending", type=_int_at_least(1), default=10, help="pending rows per group")
     p.add_argument("--dlq-key", help="dead-letter stream (default <stream>:dlq)")
 
-    p = add("trim", "delete old entries: --maxlen, --minid, --safe or --max-age", cmd_trim)
-    how = p.add_mutually_exclusive_group(required=True)
+    p = add("trim", "delete old entries: --maxlen, --minid, --safe and/or --max-age", cmd_trim)
+    how = p.add_mutually_exclusive_group()
     how.add_argument("--maxlen", type=_int_at_least(0), help="keep about N newest entries")
     how.add_argument("--minid", type=_stream_id, help="delete entries older than this ID")
-    how.add_argument("--safe", action="store_true", help="delete only what every group has acked")
     how.add_argument("--max-age", type=_duration, help="keep this much time, e.g. 24h")
+    p.add_argument(
+        "--safe",
+        action="store_true",
+        help="delete only what every group has acked (alone, or with --max-age)",
+    )
     p.add_argument("--exact", action="store_true", help="exact trim instead of ~")
     p.add_argument(
         "--hard-cap", type=_int_at_least(1), help="with --safe: never keep more than N entries"
@@ -1065,10 +1066,12 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
 def _check_trim_args(args: argparse.Namespace) -> None:
     if args.command != "trim":
         return
-    if args.hard_cap is not None and not args.safe:
-        raise UsageError("--hard-cap only goes with --safe")
-    if args.exact and args.maxlen is None and args.minid is None:
-        raise UsageError("--exact only goes with --maxlen or --minid")
+    if args.hard_cap is not None and (not args.safe or args.max_age is not None):
+        raise UsageError("--hard-cap only goes with --safe alone")
+    if args.maxlen is None and args.minid is None and args.max_age is None and not args.safe:
+        raise UsageError("trim needs one of --maxlen N, --minid ID, --safe, --max-age AGE")
+    if args.safe and (args.maxlen is not None or args.minid is not None):
+        raise UsageError("--safe goes alone or with --max-age, not with --maxlen/--minid")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
