@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         runtime = app.state.runtime
         shown = f"[{args.host}]" if ":" in args.host else args.host
 
-        class _Server(uvicorn.Server):  # type: ignore[misc]
+        class _Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 runtime.closing.set()  # ends the live feeds so shutdown is not held up
                 super().handle_exit(sig, frame)
