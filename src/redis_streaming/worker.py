@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 import redis.exceptions as rex
 
 from . import _codec as codec
+from . import _fastpath
 from ._backoff import Backoff
 from ._errors import GroupMissing, InvalidOption, StreamingError, is_nogroup, translate
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
@@ -436,6 +437,8 @@ class ConsumerWorker:
         """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
         stream = self.stream
         acks = self._pending_acks
+        if _fastpath.supports(stream.client):
+            return self._read_fast(acks)
         if not acks:
             raw = stream.client.xreadgroup(
                 self.group, self.name, {stream.key: ">"}, count=self.count, block=self.block_ms
@@ -454,6 +457,25 @@ class ConsumerWorker:
         if isinstance(raw, Exception):
             raise raw
         return codec.parse_xread(raw)
+
+    def _read_fast(self, acks: list[str]) -> list[Entry]:
+        # Same commands as the pipeline below, packed by hand and parsed without redis-py's
+        # reply callbacks: this is where a worker spends its time between handler calls.
+        stream = self.stream
+        payload = _fastpath.pack_ack_read(
+            stream.key, self.group, self.name, acks, self.count, self.block_ms
+        )
+        replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1)
+        if acks:
+            acked = replies[0]
+            if isinstance(acked, Exception):
+                raise acked
+            self._pending_acks = []
+            stream._count(acked=int(acked))
+        raw = replies[-1]
+        if isinstance(raw, Exception):
+            raise raw
+        return _fastpath.parse_xreadgroup(raw)
 
     def _startup(self) -> None:
         self.stream.ensure_group(self.group, self.group_start)
