@@ -27,7 +27,9 @@ from ._model import (
     StreamInfo,
     StreamStats,
 )
+from .cluster_server import LocalCluster
 from .deadletter import DeadLetters
+from .partition import PartitionedConsumerPool, PartitionedStream
 from .server import EmbeddedServer, connect_or_embed
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, DEFAULT_MAXLEN_APPROX, EventStream
 from .worker import DEFAULT_MAX_DELIVERIES, DEFAULT_REAP_INTERVAL_S, ConsumerWorker
@@ -56,6 +58,9 @@ __all__ = [
     "InvalidName",
     "InvalidOption",
     "InvalidStreamId",
+    "LocalCluster",
+    "PartitionedConsumerPool",
+    "PartitionedStream",
     "PendingEntry",
     "ReapResult",
     "RedisUnavailable",
