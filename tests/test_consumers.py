@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from redis_streaming import EventStream, InvalidName, InvalidOption
@@ -14,14 +11,7 @@ from redis_streaming.consumers import (
     delete_idle_consumers,
     idle_candidates,
 )
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 def _idle(stream: EventStream, group: str, name: str) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -12,14 +10,7 @@ import redis
 from redis_streaming import EventStream, InvalidOption
 from redis_streaming._model import GroupInfo, StreamInfo
 from redis_streaming.health import HealthMonitor, HealthThresholds, check_health, classify_group
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 def test_missing_stream(stream: EventStream) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,14 +11,7 @@ import redis
 
 from redis_streaming import ConsumerWorker, Entry, EventStream, InvalidOption, InvalidStreamId
 from redis_streaming.idempotency import AlreadyRunning, OnceGuard, apply_and_ack
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 @pytest.fixture()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -14,14 +12,7 @@ from redis.retry import Retry
 
 from redis_streaming import ConsumerWorker, EmbeddedServer, Entry, EventStream
 from redis_streaming.metrics import CONTENT_TYPE, StreamMetrics
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 def samples(text: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
