@@ -512,6 +512,7 @@ def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    codec.validate_name(args.group, "group")
     handler = load_handler(args.handler) if args.handler else None
     names = consumer_names(args.name_prefix, args.consumers, args.consumer_names)
     reap_interval = args.reap_interval if args.reap_interval > 0 else None
