@@ -92,9 +92,14 @@ def assign(members: Iterable[str], partitions: int) -> dict[str, list[int]]:
     return out
 
 
+def _tag(index: int, entries: Iterator[Entry]) -> Iterator[tuple[tuple[int, int], int, Entry]]:
+    for entry in entries:
+        yield codec.parse_id(entry.id), index, entry
+
+
 def merge_by_id(sources: Sequence[Iterator[Entry]]) -> Iterator[tuple[int, Entry]]:
     """Merge per-partition iterators (each in ID order) into one, oldest ID first."""
-    tagged = [((codec.parse_id(e.id), i, e) for e in it) for i, it in enumerate(sources)]
+    tagged = [_tag(i, it) for i, it in enumerate(sources)]
     for _key, index, entry in heapq.merge(*tagged, key=lambda t: (t[0], t[1])):
         yield index, entry
 

@@ -1,0 +1,577 @@
+"""Partitioned streams and the consumer pool on a real local Redis Cluster started by this module.
+
+Every cluster here is real server processes (embedded Valkey, and Debian's redis-server 7 for the
+core checks) on free ports; faults are real SIGKILLs, failovers and slot migrations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from redis_streaming import (
+    Entry,
+    InvalidInput,
+    InvalidName,
+    InvalidOption,
+    LocalCluster,
+    PartitionedConsumerPool,
+    PartitionedStream,
+    StreamingError,
+)
+from redis_streaming.cluster_server import key_slot
+from redis_streaming.partition import assign, partition_index
+from redis_streaming.server import redis_binary, valkey_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL_OPTS: dict[str, Any] = {
+    "lease_ms": 1500,
+    "block_ms": 100,
+    "group_start": "0",
+    "reap_interval": 0.5,
+    "claim_min_idle_ms": 300,
+}
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``pred`` until true; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _binary(kind: str) -> str:
+    if kind == "valkey":
+        return valkey_binary()
+    path = redis_binary()
+    if path is None:
+        raise RuntimeError("redis-server is not installed; run `make test` (it installs it)")
+    return path
+
+
+@pytest.fixture(scope="module", params=["valkey", "redis7"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A 3-master cluster of each server kind, shared by the core tests of this module."""
+    lc = LocalCluster(3, binary=_binary(request.param), kind=request.param).start()
+    yield lc
+    lc.cleanup()
+
+
+@pytest.fixture()
+def cclient(cluster: LocalCluster) -> Iterator[Any]:
+    c = cluster.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def base() -> str:
+    return f"ev{uuid.uuid4().hex[:10]}"
+
+
+class Recorder:
+    """A pool handler that records what it saw and checks it held the partition's lease."""
+
+    def __init__(self, ps: PartitionedStream, group: str, check_lease: bool = True) -> None:
+        self.ps = ps
+        self.group = group
+        self.check_lease = check_lease
+        self.lock = threading.Lock()
+        self.seen: Counter[int] = Counter()
+        self.by_partition: dict[int, list[int]] = {}
+        self.violations: list[str] = []
+
+    def __call__(self, entry: Entry) -> None:
+        member = threading.current_thread().name.removeprefix(f"consumer-{self.group}-")
+        p = self.ps.partition_index(entry.payload["k"])
+        if self.check_lease:
+            holder = self.ps.client.get(self.ps.lease_key(p, self.group))
+            if holder != member:
+                self.violations.append(f"{member} handled p{p} while lease held by {holder}")
+        with self.lock:
+            n = int(entry.payload["n"])
+            self.seen[n] += 1
+            self.by_partition.setdefault(p, []).append(n)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+
+def produce(ps: PartitionedStream, start: int, count: int) -> list[int]:
+    events = [
+        (f"k{n % 37}", "evt", {"n": n, "k": f"k{n % 37}"}) for n in range(start, start + count)
+    ]
+    ps.produce_batch(events)
+    return list(range(start, start + count))
+
+
+# ---------------------------------------------------------------- routing (pure, across processes)
+
+
+def test_routing_is_stable_and_pinned() -> None:
+    # Pinned: a change of hash function would silently re-route every user's keys.
+    assert partition_index("order-42", 8) == 6
+    assert partition_index("acme", 8) == 6
+    assert partition_index(7, 8) == 2 == partition_index("7", 8)
+    assert partition_index("ü", 8) == zlib.crc32("ü".encode()) % 8 == 5
+    code = (
+        "from redis_streaming.partition import partition_index;"
+        "print([partition_index(f'key-{i}', 12) for i in range(200)])"
+    )
+    here = [partition_index(f"key-{i}", 12) for i in range(200)]
+    for seed in ("1", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(out.stdout) == here
+
+
+def test_assignment_is_deterministic_and_complete() -> None:
+    plan = assign(["b", "a", "c"], 8)
+    assert plan == {"a": [0, 3, 6], "b": [1, 4, 7], "c": [2, 5]}
+    assert assign(["c", "a", "b"], 8) == plan
+    assert assign([], 4) == {}
+    assert sorted(p for ps in assign(["x", "y"], 5).values() for p in ps) == list(range(5))
+
+
+def test_bad_input_is_rejected_before_anything_is_sent(cclient: Any, base: str) -> None:
+    with pytest.raises(InvalidName, match="hash tags"):
+        PartitionedStream(cclient, "orders:{x}")
+    with pytest.raises(InvalidOption):
+        PartitionedStream(cclient, base, partitions=0)
+    with pytest.raises(InvalidOption):
+        PartitionedStream(cclient, base, partitions=3, tenants=["a", "b"])
+    with pytest.raises(InvalidOption):
+        PartitionedStream(cclient, base, tenants=["a", "a"])
+    ps = PartitionedStream(cclient, base, partitions=4)
+    with pytest.raises(InvalidInput, match="partition key"):
+        ps.produce("t", {}, key="")
+    with pytest.raises(InvalidInput):
+        ps.produce_batch([("k1", "t", {"a": 1}), ("k2", "t", {"bad": {"nested": 1}})])
+    with pytest.raises(InvalidInput, match="key, event_type, payload"):
+        ps.produce_batch([("k1", "t")])  # type: ignore[list-item]
+    with pytest.raises(InvalidOption):
+        ps.stream(4)
+    assert ps.length() == 0
+    with pytest.raises(InvalidOption, match="block_ms"):
+        PartitionedConsumerPool(ps, "g", lease_ms=500, block_ms=400)
+    with pytest.raises(InvalidName):
+        PartitionedConsumerPool(ps, "g{x}")
+
+
+# ---------------------------------------------------------------- producing on a cluster
+
+
+def test_events_spread_over_all_shards_and_one_key_keeps_one_partition(
+    cluster: LocalCluster, cclient: Any, base: str
+) -> None:
+    ps = PartitionedStream(cclient, base, partitions=6, maxlen_approx=None)
+    events = [(f"order-{n % 50}", "created", {"n": n}) for n in range(600)]
+    ids = ps.produce_batch(events)
+    assert len(ids) == 600
+    assert all(x > 0 for x in ps.lengths())
+    shards = {cluster.node_for_key(k).node_id for k in ps.keys}
+    assert shards == {m.node_id for m in cluster.masters()}
+    for m in cluster.masters():
+        assert int(m.call("DBSIZE")) > 0
+    # Every event of one key is in that key's partition, in production order.
+    for key in ("order-0", "order-7", "order-49"):
+        part = ps.stream(ps.partition_index(key))
+        ns = [
+            int(e.payload["n"])
+            for e in part.iter_replay()
+            if f"order-{int(e.payload['n']) % 50}" == key
+        ]
+        assert ns == [n for n in range(600) if n % 50 == int(key.split("-")[1])]
+    single = ps.produce("created", {"n": 600}, key="order-0")
+    assert ps.stream(ps.partition_index("order-0")).tail(1)[0].id == single
+    assert ps.partition_for("order-0") == ps.keys[ps.partition_index("order-0")]
+    assert ps.length() == 601
+    ps.delete()
+
+
+def test_tenant_mode_dead_letters_share_the_slot(cclient: Any, base: str) -> None:
+    ps = PartitionedStream(cclient, base, tenants=["acme", "globex"], maxlen_approx=None)
+    assert ps.keys == (f"{base}:{{acme}}", f"{base}:{{globex}}")
+    ps.produce("signup", {"user": "1"}, key="acme")
+    ps.produce_batch([("globex", "signup", {"user": "2"}), ("acme", "signup", {"user": "3"})])
+    assert ps.lengths() == [2, 1]
+    with pytest.raises(InvalidInput, match="unknown tenant"):
+        ps.produce("signup", {}, key="initech")
+    for i, k in enumerate(ps.keys):
+        assert key_slot(ps.dead_letters(i).key) == key_slot(k) == key_slot(ps.lease_key(i, "g"))
+    ps.delete()
+
+
+def test_inspection_replay_trim_and_dead_letters_per_partition(cclient: Any, base: str) -> None:
+    ps = PartitionedStream(cclient, base, partitions=4, maxlen_approx=None)
+    produce(ps, 0, 200)
+    merged = ps.replay(count=None)
+    assert len(merged) == 200
+    from redis_streaming._codec import parse_id
+
+    assert [parse_id(e.id) for _p, e in merged] == sorted(parse_id(e.id) for _p, e in merged)
+    assert {p for p, _e in merged} == {0, 1, 2, 3}
+    only1 = list(ps.iter_replay(partitions=[1]))
+    assert only1 and all(p == 1 for p, _e in only1)
+    assert len(ps.replay(count=5)) == 5
+
+    failing = {n for n in range(200) if n % 10 == 0}
+
+    def handler(entry: Entry) -> None:
+        if int(entry.payload["n"]) in failing:
+            raise RuntimeError("poison")
+
+    pool = PartitionedConsumerPool(
+        ps, "g", consumers=2, handler=handler, name_prefix="insp", max_deliveries=2, **POOL_OPTS
+    ).start()
+    try:
+        wait_until(lambda: sum(ps.dead_letter_counts()) == len(failing), 30, "dead letters")
+        wait_until(lambda: ps.info_groups()[0].pending == 0, 10, "no pending")
+    finally:
+        pool.stop()
+    (g,) = ps.info_groups()
+    assert g.name == "g" and g.pending == 0 and g.lag == 0 and g.entries_read == 200
+    assert [len(x) for x in ps.info_groups_by_partition()] == [1, 1, 1, 1]
+    letters = [e for i in range(4) for e in ps.dead_letters(i).list(count=None)]
+    assert sorted(int(e.fields["n"]) for e in letters) == sorted(failing)
+    reports = ps.trim_safe()
+    assert len(reports) == 4
+    assert ps.length() == 0  # everything was delivered and acked (or dead-lettered)
+    assert ps.lease_holders("g") == [None] * 4
+    ps.delete()
+
+
+def test_plain_redis_client_works_too(client: redis.Redis, key: str) -> None:
+    ps = PartitionedStream(client, key.replace(":", "-"), partitions=3, maxlen_approx=None)
+    produce(ps, 0, 60)
+    rec = Recorder(ps, "g")
+    with PartitionedConsumerPool(
+        ps, "g", consumers=2, handler=rec, name_prefix="plain", **POOL_OPTS
+    ):
+        wait_until(lambda: rec.count() == 60, 20, "60 events")
+    assert not rec.violations
+    ps.delete()
+
+
+# ---------------------------------------------------------------- the consumer pool
+
+
+@pytest.fixture(scope="module")
+def vcluster() -> Iterator[LocalCluster]:
+    """A 3-master Valkey cluster for the pool tests (they add, remove and kill members)."""
+    lc = LocalCluster(3).start()
+    yield lc
+    lc.cleanup()
+
+
+def _balanced(pools: list[PartitionedConsumerPool], members: int) -> bool:
+    return all(len(p.live_members()) == members and p.is_balanced() for p in pools)
+
+
+def _fully_held(ps: PartitionedStream, group: str, members: set[str]) -> bool:
+    holders = ps.lease_holders(group)
+    return all(h is not None for h in holders) and set(holders) <= members
+
+
+def test_pool_rebalances_on_join_and_leave_and_processes_everything(vcluster: LocalCluster) -> None:
+    c = vcluster.client()
+    ps = PartitionedStream(c, f"ev{uuid.uuid4().hex[:8]}", partitions=6, maxlen_approx=None)
+    rec = Recorder(ps, "g")
+    a = PartitionedConsumerPool(ps, "g", consumers=2, handler=rec, name_prefix="a", **POOL_OPTS)
+    b = PartitionedConsumerPool(ps, "g", consumers=1, handler=rec, name_prefix="b", **POOL_OPTS)
+    try:
+        a.start()
+        produce(ps, 0, 300)
+        wait_until(lambda: _balanced([a], 2), 10, "pool a balanced")
+        assert sorted(p for ps_ in a.assignment().values() for p in ps_) == list(range(6))
+        wait_until(lambda: rec.count() == 300, 20, "first 300 events")
+
+        b.start()  # join: a gives up two partitions, b takes them
+        wait_until(lambda: _balanced([a, b], 3), 15, "rebalance after join")
+        assert b.assignment() == {"b-0": assign(a.live_members(), 6)["b-0"]}
+        assert _fully_held(ps, "g", {"a-0", "a-1", "b-0"})
+        produce(ps, 300, 300)
+        wait_until(lambda: rec.count() == 600, 20, "600 events")
+        assert any(600 > n >= 300 for p in b.assignment()["b-0"] for n in rec.by_partition[p])
+
+        b.stop()  # leave: a takes everything back
+        wait_until(lambda: _balanced([a], 2), 15, "rebalance after leave")
+        produce(ps, 600, 300)
+        wait_until(lambda: rec.count() == 900, 20, "900 events")
+    finally:
+        b.stop()
+        a.stop()
+    assert set(rec.seen) == set(range(900))
+    assert not rec.violations, rec.violations[:5]
+    # Per-partition order for a single consumer: within each partition, numbers only grow.
+    for nums in rec.by_partition.values():
+        firsts = [n for n in nums if rec.seen[n] == 1]
+        assert firsts == sorted(firsts)
+    assert ps.info_groups()[0].pending == 0
+    ps.delete()
+    c.close()
+
+
+_VICTIM = """
+import sys, threading, time
+from redis.cluster import RedisCluster
+from redis_streaming import PartitionedStream, PartitionedConsumerPool
+url, base = sys.argv[1], sys.argv[2]
+c = RedisCluster.from_url(url, decode_responses=True)
+ps = PartitionedStream(c, base, partitions=6, maxlen_approx=None)
+def slow(entry):
+    time.sleep(0.01)  # simulated work, so entries are in flight when the process dies
+pool = PartitionedConsumerPool(ps, "g", consumers=2, handler=slow, name_prefix="victim",
+                               lease_ms=1500, block_ms=100, group_start="0",
+                               reap_interval=0.5, claim_min_idle_ms=300).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_pool_takes_over_from_a_sigkilled_member(vcluster: LocalCluster) -> None:
+    c = vcluster.client()
+    base = f"ev{uuid.uuid4().hex[:8]}"
+    ps = PartitionedStream(c, base, partitions=6, maxlen_approx=None)
+    rec = Recorder(ps, "g", check_lease=False)
+    survivor = PartitionedConsumerPool(
+        ps, "g", consumers=1, handler=rec, name_prefix="s", **POOL_OPTS
+    )
+    survivor.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _VICTIM, vcluster.url, base],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+
+        def held_by_victim() -> set[int]:
+            return {i for i, h in enumerate(ps.lease_holders("g")) if h and h.startswith("victim")}
+
+        wait_until(lambda: len(held_by_victim()) == 4, 15, "victim joined and took 4 partitions")
+        wait_until(lambda: _balanced([survivor], 3), 15, "survivor balanced")
+        victims = held_by_victim()
+        produce(ps, 0, 600)
+        by_part = ps.info_groups_by_partition
+        wait_until(
+            lambda: sum(by_part()[p][0].entries_read or 0 for p in victims) > 50, 10, "victim busy"
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = time.monotonic()
+        wait_until(lambda: survivor.assignment() == {"s-0": list(range(6))}, 20, "takeover")
+        takeover_s = time.monotonic() - killed_at
+        produce(ps, 600, 200)
+        # Every event processed at least once: the group has read everything and acked it all,
+        # the victim's in-flight entries reclaimed by the survivor.
+        wait_until(
+            lambda: all(g.pending == 0 and g.lag == 0 for g in ps.info_groups()), 30, "all acked"
+        )
+        assert set(range(600, 800)) <= set(rec.seen)
+        victim_parts = [n for p in victims for n in rec.by_partition.get(p, [])]
+        assert victim_parts, "survivor never processed the victim's partitions"
+        print(f"takeover after SIGKILL: {takeover_s:.2f}s")
+        assert takeover_s < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        survivor.stop()
+    ps.delete()
+    c.close()
+
+
+# ---------------------------------------------------------------- failover and resharding
+
+
+class Producer(threading.Thread):
+    """Produces numbered events until stopped, retrying through errors; records what was acked."""
+
+    def __init__(self, ps: PartitionedStream) -> None:
+        super().__init__(daemon=True)
+        self.ps = ps
+        self.stop_event = threading.Event()
+        self.acked: list[tuple[int, float, str]] = []  # (n, monotonic time, entry id)
+        self.errors = 0
+        self.n = 0
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            n = self.n
+            k = f"k{n % 37}"
+            try:
+                entry_id = self.ps.produce("evt", {"n": n, "k": k}, key=k)
+            except (StreamingError, redis.RedisError, redis.exceptions.RedisClusterException):
+                self.errors += 1
+                self.stop_event.wait(0.05)  # backoff between retries while the shard is down
+                self.n += 1
+                continue
+            self.acked.append((n, time.monotonic(), entry_id))
+            self.n += 1
+            self.stop_event.wait(0.002)
+
+    def acked_numbers(self) -> set[int]:
+        return {n for n, _t, _i in list(self.acked)}
+
+
+def _longest_gap(producer: Producer, parts: list[int], since: float) -> float:
+    """Longest wait between two acked writes to ``parts`` that ends after ``since``."""
+    times = sorted(
+        t for n, t, _i in producer.acked if producer.ps.partition_index(f"k{n % 37}") in parts
+    )
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > since]
+    return max(gaps, default=0.0)
+
+
+def _present(ps: PartitionedStream) -> set[int]:
+    return {int(e.payload["n"]) for _p, e in ps.iter_replay()}
+
+
+def test_failover_master_killed_replica_promoted() -> None:
+    with LocalCluster(3, replicas=1) as lc:
+        c = lc.client()
+        ps = PartitionedStream(c, f"ev{uuid.uuid4().hex[:8]}", partitions=6, maxlen_approx=None)
+        rec = Recorder(ps, "g", check_lease=False)
+        pool = PartitionedConsumerPool(
+            ps, "g", consumers=2, handler=rec, name_prefix="f", **POOL_OPTS
+        )
+        pool.start()
+        producer = Producer(ps)
+        producer.start()
+        try:
+            wait_until(lambda: len(producer.acked) >= 300, 20, "traffic before the kill")
+            victim = lc.node_for_key(ps.keys[0])
+            victim_parts = [i for i, k in enumerate(ps.keys) if lc.node_for_key(k) is victim]
+            killed_at = time.monotonic()
+            lc.kill_master(victim)
+            promoted = lc.wait_promoted(victim, timeout=30)
+            promoted_s = time.monotonic() - killed_at
+            # Producers continue: new writes to the failed shard's partitions are acked again.
+            wait_until(
+                lambda: any(
+                    t > killed_at and ps.partition_index(f"k{n % 37}") in victim_parts
+                    for n, t, _i in list(producer.acked)[-50:]
+                ),
+                30,
+                "writes to the promoted replica",
+            )
+            first_after = min(
+                t
+                for n, t, _i in producer.acked
+                if t > killed_at and ps.partition_index(f"k{n % 37}") in victim_parts
+            )
+            wait_until(
+                lambda: len([1 for _n, t, _i in producer.acked if t > first_after]) >= 200,
+                20,
+                "more traffic",
+            )
+        finally:
+            producer.stop_event.set()
+            producer.join(10)
+        acked = producer.acked_numbers()
+        acked_before = {n for n, t, _i in producer.acked if t < killed_at}
+        try:
+            # Consumers continue: everything acked after the failover is processed.
+            after = acked - acked_before
+            wait_until(lambda: after <= set(rec.seen), 30, "consumers to catch up after failover")
+            present = _present(ps)
+            lost = sorted(acked - present - set(rec.seen))
+            never_seen = sorted(acked - set(rec.seen))
+        finally:
+            pool.stop()
+        on_victim = {n for n in acked_before if ps.partition_index(f"k{n % 37}") in victim_parts}
+        report = {
+            "server": lc.kind,
+            "masters": 3,
+            "replicas_per_master": 1,
+            "node_timeout_ms": lc.node_timeout_ms,
+            "events_acked_to_producer": len(acked),
+            "acked_before_kill": len(acked_before),
+            "acked_before_kill_on_killed_shard": len(on_victim),
+            "acked_then_missing_after_failover": len(lost),
+            "missing_sample": lost[:20],
+            "acked_never_processed": len(never_seen),
+            "produce_errors_during_failover": producer.errors,
+            "promotion_seconds": round(promoted_s, 2),
+            "producer_pause_seconds": round(_longest_gap(producer, victim_parts, killed_at), 2),
+            "first_write_to_promoted_shard_after_kill_seconds": round(first_after - killed_at, 2),
+            "redelivered_duplicates": sum(1 for v in rec.seen.values() if v > 1),
+            "promoted_node_port": promoted.port,
+        }
+        out = ROOT / "test-output"
+        out.mkdir(exist_ok=True)
+        (out / "failover.json").write_text(json.dumps(report, indent=2) + "\n")
+        print("failover:", json.dumps(report))
+        assert report["producer_pause_seconds"] < 30
+        # Async replication may lose the last writes the dead master acked; measured, not
+        # assumed. Everything still present after the failover was processed.
+        assert never_seen == lost
+        ps.delete()
+        c.close()
+
+
+def test_resharding_a_slot_while_consuming_loses_nothing(vcluster: LocalCluster) -> None:
+    c = vcluster.client()
+    ps = PartitionedStream(c, f"ev{uuid.uuid4().hex[:8]}", partitions=6, maxlen_approx=None)
+    rec = Recorder(ps, "g")
+    pool = PartitionedConsumerPool(ps, "g", consumers=2, handler=rec, name_prefix="r", **POOL_OPTS)
+    pool.start()
+    producer = Producer(ps)
+    producer.start()
+    try:
+        wait_until(lambda: len(producer.acked) >= 200, 20, "traffic before resharding")
+        slot = key_slot(ps.keys[0])
+        source = vcluster.node_for_slot(slot)
+        target = next(m for m in vcluster.masters() if m is not source)
+        before = len(producer.acked)
+        steps: list[int] = []
+
+        def let_traffic_through() -> None:
+            # The slot is half moved now: commands on its keys get ASK redirects.
+            n = len(producer.acked)
+            wait_until(lambda: len(producer.acked) >= n + 20, 10, "traffic mid-migration")
+            steps.append(len(producer.acked))
+
+        moved = vcluster.migrate_slot(slot, target, batch=1, between_batches=let_traffic_through)
+        assert moved >= 2  # the stream and its lease key at least
+        assert vcluster.node_for_key(ps.keys[0]) is target
+        wait_until(lambda: len(producer.acked) >= before + 300, 20, "traffic after resharding")
+    finally:
+        producer.stop_event.set()
+        producer.join(10)
+    acked = producer.acked_numbers()
+    try:
+        wait_until(lambda: acked <= set(rec.seen), 30, "every acked event consumed")
+        wait_until(lambda: ps.info_groups()[0].pending == 0, 10, "nothing pending")
+    finally:
+        pool.stop()
+    assert acked <= _present(ps)
+    assert producer.errors == 0
+    assert not rec.violations, rec.violations[:5]
+    assert int(target.call("EXISTS", ps.keys[0])) == 1
+    ps.delete()
+    c.close()
