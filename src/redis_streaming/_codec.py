@@ -229,7 +229,9 @@ def _fields(raw: Any) -> dict[str, str]:
 
 def parse_entry(raw: Any) -> Entry | None:
     """One ``(id, fields)`` pair from any reply shape; None for a deleted (trimmed) entry."""
-    if raw is None or raw[0] is None or raw[1] is None:
+    # redis-py turns the nil field list of a deleted entry into {}; a stored entry always has
+    # at least one field, so "no fields" means the payload is gone.
+    if raw is None or raw[0] is None or not raw[1]:
         return None
     return Entry(to_str(raw[0]), _fields(raw[1]))
 

@@ -107,11 +107,15 @@ class DeadLetters:
         return codec.to_str(new_id)
 
     def record_trimmed(self, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
-        """Record IDs XAUTOCLAIM reported as deleted (their payload was trimmed unprocessed)."""
+        """Record IDs whose payload was trimmed unprocessed, and XACK them, in one MULTI/EXEC.
+
+        XAUTOCLAIM already dropped such IDs from the PEL, but a consumer re-reading its own PEL
+        (XREADGROUP 0) still holds them: the ack makes both paths leave nothing pending.
+        """
         if not ids:
             return []
         try:
-            pipe = self.stream.client.pipeline(transaction=False)
+            pipe = self.stream.client.pipeline(transaction=True)
             for entry_id in ids:
                 pipe.xadd(
                     self.key,
@@ -125,7 +129,8 @@ class DeadLetters:
                         error=None,
                     ),
                 )
-            out = [codec.to_str(x) for x in pipe.execute()]
+            pipe.xack(self.stream.key, group, *ids)
+            out = [codec.to_str(x) for x in pipe.execute()[:-1]]
         except rex.RedisError as exc:
             raise translate(exc) from exc
         logger.warning(
