@@ -7,7 +7,7 @@ client's own pool. It must never be used for a cluster client or change what a c
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -17,6 +17,7 @@ from ._model import Entry
 
 logger = logging.getLogger(__name__)
 
+_hiredis_pack: Callable[[Any], Any] | None
 try:  # hiredis packs a command in C, about 3x faster than building the bytes in Python
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis ships with redis[hiredis], a dependency

@@ -1,0 +1,136 @@
+"""Produce scenario: produce() and produce_batch() against raw redis-py and redis-benchmark.
+
+Every variant sends the same command (XADD key MAXLEN ~ 2000 * ...), so only client cost differs.
+It must not change any library default to look faster.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+
+from redis_streaming import EventStream
+
+from ._common import Row, Scale, Server, fresh_key, measure, raw_fields, sample_events
+
+CAP = 2000  # EventStream's default MAXLEN ~ cap, used by every variant
+
+
+def _raw_single(server: Server, n: int) -> tuple[int, float]:
+    client = server.client()
+    key = fresh_key("raw1")
+    events = [raw_fields(i) for i in range(n)]
+    start = time.perf_counter()
+    for fields in events:
+        client.xadd(key, fields, maxlen=CAP, approximate=True)  # type: ignore[arg-type]
+    return n, time.perf_counter() - start
+
+
+def _raw_pipelined(server: Server, n: int, size: int) -> tuple[int, float]:
+    client = server.client()
+    key = fresh_key("rawp")
+    events = [raw_fields(i) for i in range(size)]
+    start = time.perf_counter()
+    for _ in range(n // size):
+        pipe = client.pipeline(transaction=False)
+        for fields in events:
+            pipe.xadd(key, fields, maxlen=CAP, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
+    return n // size * size, time.perf_counter() - start
+
+
+def _produce(server: Server, n: int) -> tuple[int, float]:
+    stream = EventStream(server.client(), fresh_key("produce"))
+    events = sample_events(n)
+    start = time.perf_counter()
+    for event_type, payload in events:
+        stream.produce(event_type, payload)
+    return n, time.perf_counter() - start
+
+
+def _produce_batch(server: Server, n: int, size: int) -> tuple[int, float]:
+    stream = EventStream(server.client(), fresh_key("batch"))
+    events = sample_events(size)
+    start = time.perf_counter()
+    for _ in range(n // size):
+        stream.produce_batch(events)
+    return n // size * size, time.perf_counter() - start
+
+
+def redis_benchmark_xadd(server: Server, n: int) -> float | None:
+    """redis-benchmark's pipelined XADD (-P 100, 50 clients) against our private server."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    fields = raw_fields(0)
+    args = [
+        binary,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(server.port),
+        "-n",
+        str(n),
+        "-P",
+        "100",
+        "-q",
+        "XADD",
+        fresh_key("rb"),
+        "MAXLEN",
+        "~",
+        str(CAP),
+        "*",
+    ]
+    for k, v in fields.items():
+        args += [k, v]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    # -q prints e.g. "XADD ...: 480000.00 requests per second, p50=..." (after \r progress)
+    found = re.findall(r"([\d.]+) requests per second", out.stdout)
+    return float(found[-1]) if found else None
+
+
+def run(server: Server, scale: Scale) -> list[Row]:
+    rows: list[Row] = []
+    size = scale.batch_size
+
+    def add(name: str, n: int, fn: object, note: str = "") -> None:
+        value, samples = measure(scale.repeat, fn)  # type: ignore[arg-type]
+        rows.append(Row("produce", server.kind, name, value, "events/s", n, samples, note))
+
+    add(
+        "raw redis-py single XADD",
+        scale.produce_single,
+        lambda: _raw_single(server, scale.produce_single),
+    )
+    add("produce()", scale.produce_single, lambda: _produce(server, scale.produce_single))
+    add(
+        f"raw redis-py pipelined XADD x{size}",
+        scale.produce_batch,
+        lambda: _raw_pipelined(server, scale.produce_batch, size),
+    )
+    add(
+        f"produce_batch() x{size}",
+        scale.produce_batch,
+        lambda: _produce_batch(server, scale.produce_batch, size),
+        "validates every event first; hand-packed XADDs",
+    )
+    rb = redis_benchmark_xadd(server, scale.redis_benchmark_n)
+    if rb is not None:
+        rows.append(
+            Row(
+                "produce",
+                server.kind,
+                "redis-benchmark XADD -P 100 (50 clients)",
+                rb,
+                "events/s",
+                scale.redis_benchmark_n,
+                [rb],
+                "the server's own limit",
+            )
+        )
+    return rows
