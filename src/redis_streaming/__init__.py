@@ -28,8 +28,12 @@ from ._model import (
     StreamStats,
 )
 from .cluster_server import LocalCluster
+from .consumers import ConsumerCleanup, delete_consumer_if_idle, delete_idle_consumers
 from .deadletter import DeadLetters
+from .health import GroupHealth, HealthMonitor, HealthReport, HealthThresholds, check_health
+from .idempotency import AlreadyRunning, OnceGuard, apply_and_ack
 from .partition import PartitionedConsumerPool, PartitionedStream
+from .retention import GroupLimit, RetainReport, TrimReport
 from .server import EmbeddedServer, connect_or_embed
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, DEFAULT_MAXLEN_APPROX, EventStream
 from .worker import DEFAULT_MAX_DELIVERIES, DEFAULT_REAP_INTERVAL_S, ConsumerWorker
@@ -41,8 +45,10 @@ __all__ = [
     "DEFAULT_MAXLEN_APPROX",
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_REAP_INTERVAL_S",
+    "AlreadyRunning",
     "Backoff",
     "ClaimResult",
+    "ConsumerCleanup",
     "ConsumerInfo",
     "ConsumerStatus",
     "ConsumerWorker",
@@ -51,23 +57,35 @@ __all__ = [
     "EmbeddedServer",
     "Entry",
     "EventStream",
+    "GroupHealth",
     "GroupInfo",
+    "GroupLimit",
     "GroupMissing",
+    "HealthMonitor",
+    "HealthReport",
+    "HealthThresholds",
     "InvalidEvent",
     "InvalidInput",
     "InvalidName",
     "InvalidOption",
     "InvalidStreamId",
     "LocalCluster",
+    "OnceGuard",
     "PartitionedConsumerPool",
     "PartitionedStream",
     "PendingEntry",
     "ReapResult",
     "RedisUnavailable",
+    "RetainReport",
     "ServerError",
     "StreamInfo",
     "StreamStats",
     "StreamingError",
+    "TrimReport",
     "__version__",
+    "apply_and_ack",
+    "check_health",
     "connect_or_embed",
+    "delete_consumer_if_idle",
+    "delete_idle_consumers",
 ]
