@@ -299,9 +299,12 @@ class DemoRuntime:
         }
 
     def set_paused(self, group: str, name: str, paused: bool) -> dict[str, Any]:
+        """Pause (once this answers, the worker fetches nothing more) or resume a worker."""
         worker = self.worker(group, name)
         if paused:
-            worker.pause()
+            # Wait out a read already blocked in Redis, or it would still take new entries.
+            if not worker.pause(wait=True, timeout=_PAUSE_TIMEOUT_S):
+                raise Conflict(f"{name!r} did not finish its in-flight batch in time")
         else:
             worker.resume()
         return {"group": group, "name": name, "paused": worker.paused}

@@ -1,0 +1,525 @@
+"""The demo's HTTP API through the real app (TestClient) against real servers (Valkey, Redis 7).
+
+Each test gets its own stream key; the app's lifespan starts and stops the demo's workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from redis_streaming import EmbeddedServer
+from redis_streaming.demo import DemoConfig, create_app
+from redis_streaming.demo.runtime import DemoRuntime
+
+AppFactory = Callable[..., TestClient]
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture()
+def make_app(server: EmbeddedServer, key: str) -> Iterator[AppFactory]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        options: dict[str, Any] = {
+            "redis_url": server.url,
+            "stream_key": key,
+            "allowed_hosts": ("testserver",),
+            "claim_idle_ms": 50,
+            "process_ms": 1,
+            "tick_s": 0.05,
+        }
+        options.update(overrides)
+        client = TestClient(create_app(DemoConfig(**options)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def api(make_app: AppFactory) -> TestClient:
+    return make_app()
+
+
+def state(api: TestClient) -> dict[str, Any]:
+    response = api.get("/state")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def group(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(g for g in doc["groups"] if g["name"] == name)
+
+
+def consumer(doc: dict[str, Any], grp: str, name: str) -> dict[str, Any]:
+    return next(c for c in group(doc, grp)["consumers_detail"] if c["name"] == name)
+
+
+def runtime(api: TestClient) -> DemoRuntime:
+    return api.app.state.runtime  # type: ignore[attr-defined,no-any-return]
+
+
+def drained(api: TestClient, length: int) -> Callable[[], bool]:
+    """True once every group has read all ``length`` entries (lag 0) of the stream."""
+
+    def check() -> bool:
+        doc = state(api)
+        return doc["stream"]["length"] == length and all(g["lag"] == 0 for g in doc["groups"])
+
+    return check
+
+
+def strand(api: TestClient, grp: str, name: str, n: int, produce: int = 10) -> None:
+    """Leave ``n`` entries pending on ``name``: others in the group pause, it drops ``n``."""
+    doc = state(api)
+    for c in group(doc, grp)["consumers_detail"]:
+        if c["name"] != name:
+            assert api.post("/pause", json={"group": grp, "name": c["name"]}).status_code == 200
+    assert api.post("/resume", json={"group": grp, "name": name}).status_code == 200
+    assert (
+        api.post("/crash", json={"group": grp, "name": name, "count": n}).json()["crash_queued"]
+        == n
+    )
+    was = consumer(doc, grp, name)
+    assert api.post("/produce", json={"count": produce}).status_code == 200
+
+    def stranded() -> bool:
+        now = consumer(state(api), grp, name)
+        return (
+            now["pending"] == was["pending"] + n
+            and now["processed"] == was["processed"] + produce - n
+            and now["crash_queued"] == 0
+        )
+
+    wait_until(stranded, what=f"{name} to strand {n} entries")
+
+
+def aged(api: TestClient, grp: str, idle_ms: int) -> None:
+    """Wait until every pending entry of ``grp`` has been idle at least ``idle_ms``."""
+    wait_until(
+        lambda: all(p["idle_ms"] >= idle_ms for p in state(api)["pending"] if p["group"] == grp),
+        what=f"pending entries of {grp} to idle {idle_ms} ms",
+    )
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_state_has_the_guides_keys_and_the_seeded_consumers(api: TestClient, key: str) -> None:
+    doc = state(api)
+    assert doc["stream"]["key"] == key
+    assert {"length", "first_entry_id", "last_entry_id"} <= doc["stream"].keys()
+    assert doc["tail"] == [] and doc["pending"] == []
+    assert set(doc["stats"]) >= {"produced", "acked", "claimed"}
+    assert {g["name"] for g in doc["groups"]} == {"notifications", "analytics"}
+    n = group(doc, "notifications")
+    assert {"name", "pending", "lag", "last_delivered_id", "consumers_detail"} <= n.keys()
+    assert [c["name"] for c in n["consumers_detail"]] == ["worker-a", "worker-b"]
+    detail = n["consumers_detail"][0]
+    for field in ("processed", "reaped", "pending", "idle_ms", "crash_queued", "paused"):
+        assert field in detail
+    assert [c["name"] for c in group(doc, "analytics")["consumers_detail"]] == ["worker-c"]
+
+
+def test_state_takes_two_round_trips(api: TestClient) -> None:
+    rt = runtime(api)
+    calls: list[int] = []
+    original = rt.client.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        pipe = original(*args, **kwargs)
+        execute = pipe.execute
+
+        def counted(*a: Any, **k: Any) -> Any:
+            calls.append(len(pipe.command_stack))
+            return execute(*a, **k)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    rt.client.pipeline = counting  # type: ignore[method-assign]
+    try:
+        rt.snapshot()
+    finally:
+        rt.client.pipeline = original  # type: ignore[method-assign]
+    # Stream facts in one pipeline, then XINFO CONSUMERS + XPENDING for both groups in another.
+    assert calls == [5, 4]
+
+
+def test_produce_accepts_json_and_form_and_workers_consume(api: TestClient) -> None:
+    r = api.post("/produce", json={"count": 5, "type": "order.paid"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["produced"] == 5 and len(body["ids"]) == 5
+    r = api.post("/produce", data={"count": "3"})
+    assert r.status_code == 200 and r.json()["produced"] == 3
+    wait_until(drained(api, 8), what="both groups to read all 8")
+    doc = wait_until(
+        lambda: (
+            (d := state(api))["groups"][0]["pending"] == 0 and d["groups"][1]["pending"] == 0 and d
+        ),
+        what="all acked",
+    )
+    types = [e["type"] for e in doc["tail"]]
+    assert types[-5:] == ["order.paid"] * 5  # newest first: the 3 random ones lead
+    n = group(doc, "notifications")["consumers_detail"]
+    assert sum(c["processed"] for c in n) == 8
+    assert consumer(doc, "analytics", "worker-c")["processed"] == 8
+    assert doc["stats"]["produced"] == 8
+
+
+def test_replay_returns_a_range(api: TestClient) -> None:
+    ids = api.post("/produce", json={"count": 6}).json()["ids"]
+    r = api.get("/replay", params={"start": ids[1], "end": ids[4], "count": 10})
+    assert r.status_code == 200
+    assert [e["id"] for e in r.json()["entries"]] == ids[1:5]
+    assert set(r.json()["entries"][0]["fields"]) >= {"type", "order_id", "customer", "amount"}
+    r = api.get("/replay", params={"start": "(" + ids[4], "count": 5})
+    assert [e["id"] for e in r.json()["entries"]] == ids[5:]
+
+
+def test_live_feed_is_server_sent_events(api: TestClient) -> None:
+    r = api.get("/events", params={"limit": 1})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert "event: state\ndata: {" in r.text
+
+
+def test_openapi_documents_the_guides_paths(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in (
+        "/state",
+        "/replay",
+        "/produce",
+        "/add-worker",
+        "/remove-worker",
+        "/crash",
+        "/autoclaim",
+        "/trim",
+        "/reset",
+        "/pause",
+        "/resume",
+        "/events",
+        "/dlq",
+    ):
+        assert path in paths, path
+
+
+def test_page_and_assets_are_served_with_a_strict_csp(api: TestClient) -> None:
+    r = api.get("/")
+    assert r.status_code == 200 and "XAUTOCLAIM to selected" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    js = api.get("/static/app.js")
+    assert js.status_code == 200
+    assert "innerHTML" not in js.text.replace("never innerHTML", "")
+    assert api.get("/static/style.css").status_code == 200
+
+
+# ---------------------------------------------------------------- levers
+
+
+def test_crash_then_autoclaim_moves_entries_to_the_target(api: TestClient) -> None:
+    strand(api, "notifications", "worker-a", 3)
+    doc = state(api)
+    assert len([p for p in doc["pending"] if p["group"] == "notifications"]) == 3
+    assert consumer(doc, "notifications", "worker-a")["processed"] == 7
+    aged(api, "notifications", 50)
+    r = api.post("/autoclaim", json={"group": "notifications", "consumer": "worker-b"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["claimed"] == 3 and body["processed"] == 3 and body["deleted"] == []
+    assert body["min_idle_ms"] == 50
+    doc = state(api)
+    assert [p for p in doc["pending"] if p["group"] == "notifications"] == []
+    assert consumer(doc, "notifications", "worker-b")["reaped"] == 3
+    assert doc["stats"]["claimed"] == 3
+
+
+def test_deliveries_dropped_during_a_reap_are_not_counted(api: TestClient) -> None:
+    strand(api, "notifications", "worker-a", 3)
+    api.post("/crash", data={"group": "notifications", "name": "worker-b", "count": "2"})
+    body = api.post(
+        "/autoclaim", data={"group": "notifications", "consumer": "worker-b", "min_idle_ms": "0"}
+    ).json()
+    assert (body["claimed"], body["processed"], body["dropped"]) == (3, 1, 2)
+    doc = state(api)
+    assert consumer(doc, "notifications", "worker-b")["reaped"] == 1
+    assert consumer(doc, "notifications", "worker-b")["pending"] == 2
+
+
+def test_remove_worker_hands_pending_to_a_peer_first(api: TestClient) -> None:
+    strand(api, "notifications", "worker-a", 3)
+    pending_ids = {p["id"] for p in state(api)["pending"]}
+    r = api.post("/remove-worker", json={"group": "notifications", "name": "worker-a"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["removed"] == "worker-a"
+    assert (body["handed_over"], body["to"], body["destroyed"]) == (3, "worker-b", 0)
+    doc = state(api)
+    assert [c["name"] for c in group(doc, "notifications")["consumers_detail"]] == ["worker-b"]
+    assert {p["id"] for p in doc["pending"] if p["consumer"] == "worker-b"} == pending_ids
+    assert group(doc, "notifications")["pending"] == 3
+    assert (
+        api.post("/crash", json={"group": "notifications", "name": "worker-a"}).status_code == 404
+    )
+
+
+def test_two_concurrent_removes_never_hand_entries_to_each_other(api: TestClient) -> None:
+    assert api.post("/add-worker", json={"group": "notifications", "name": "worker-d"}).json()["ok"]
+    wait_until(
+        lambda: consumer(state(api), "notifications", "worker-d")["alive"], what="worker-d up"
+    )
+    strand(api, "notifications", "worker-a", 3, produce=5)
+    strand(api, "notifications", "worker-b", 3, produce=5)
+    api.post("/resume", json={"group": "notifications", "name": "worker-d"})
+    rt = runtime(api)
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def remove(name: str) -> None:
+        go.wait()
+        try:
+            results.append(rt.remove_worker("notifications", name))
+        except BaseException as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=remove, args=(n,)) for n in ("worker-a", "worker-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert errors == []
+    assert sorted(r["removed"] for r in results) == ["worker-a", "worker-b"]
+    assert all(r["destroyed"] == 0 and r["to"] == "worker-d" for r in results)
+    doc = state(api)
+    g = group(doc, "notifications")
+    assert [c["name"] for c in g["consumers_detail"]] == ["worker-d"]
+    assert g["pending"] == 6
+    assert {p["consumer"] for p in doc["pending"] if p["group"] == "notifications"} == {"worker-d"}
+
+
+def test_last_consumer_may_go_only_with_nothing_pending(api: TestClient) -> None:
+    api.post("/produce", json={"count": 4})
+    wait_until(drained(api, 4), what="drain")
+    wait_until(lambda: group(state(api), "analytics")["pending"] == 0, what="analytics acked")
+    r = api.post("/remove-worker", json={"group": "analytics", "name": "worker-c"})
+    assert r.status_code == 200 and r.json()["destroyed"] == 0
+
+    assert api.post("/add-worker", json={"group": "solo", "name": "s1"}).json()["created_group"]
+    wait_until(
+        lambda: consumer(state(api), "solo", "s1")["processed"] == 4, what="s1 reads the backlog"
+    )
+    strand(api, "solo", "s1", 2, produce=3)
+    r = api.post("/remove-worker", json={"group": "solo", "name": "s1"})
+    assert r.status_code == 409
+    assert "2 pending" in r.json()["error"]
+    doc = state(api)
+    assert consumer(doc, "solo", "s1")["pending"] == 2 and not consumer(doc, "solo", "s1")["paused"]
+
+
+def test_pause_and_resume(api: TestClient) -> None:
+    r = api.post("/pause", json={"group": "analytics", "name": "worker-c"})
+    assert r.json()["paused"] is True
+    api.post("/produce", json={"count": 3})
+    wait_until(lambda: group(state(api), "notifications")["lag"] == 0, what="notifications read")
+    doc = state(api)
+    assert consumer(doc, "analytics", "worker-c")["paused"] is True
+    assert group(doc, "analytics")["lag"] == 3
+    assert (
+        api.post("/resume", json={"group": "analytics", "name": "worker-c"}).json()["paused"]
+        is False
+    )
+    wait_until(lambda: group(state(api), "analytics")["lag"] == 0, what="analytics caught up")
+
+
+def test_trim_by_maxlen_and_by_minid(api: TestClient) -> None:
+    ids = api.post("/produce", json={"count": 20}).json()["ids"]
+    r = api.post("/trim", json={"maxlen": 15, "approximate": False})
+    assert r.status_code == 200, r.text
+    assert (r.json()["trimmed"], r.json()["length"]) == (5, 15)
+    r = api.post("/trim", data={"minid": ids[10], "approximate": "false"})
+    assert (r.json()["trimmed"], r.json()["length"]) == (5, 10)
+    assert state(api)["stream"]["first_entry_id"] == ids[10]
+    r = api.post("/trim", json={"maxlen": 5})  # approximate: may keep a whole node
+    assert r.status_code == 200 and r.json()["strategy"] == "MAXLEN ~ 5"
+
+
+def test_reset_starts_over(api: TestClient) -> None:
+    api.post("/produce", json={"count": 5})
+    api.post("/add-worker", json={"group": "extra", "name": "x1"})
+    r = api.post("/reset")
+    assert r.status_code == 200 and r.json() == {"reset": True, "groups": 2, "consumers": 3}
+    doc = state(api)
+    assert doc["stream"]["length"] == 0
+    assert {g["name"] for g in doc["groups"]} == {"notifications", "analytics"}
+    assert doc["stats"]["produced"] == 0
+
+
+def test_dead_letters_are_listed(make_app: AppFactory) -> None:
+    api = make_app(max_deliveries=1)
+    strand(api, "notifications", "worker-a", 2, produce=4)
+    body = api.post(
+        "/autoclaim", json={"group": "notifications", "consumer": "worker-b", "min_idle_ms": 0}
+    ).json()
+    assert body["dead_lettered"] == 2 and body["processed"] == 0
+    r = api.get("/dlq")
+    assert r.status_code == 200
+    letters = r.json()["entries"]
+    assert len(letters) == 2
+    assert letters[0]["fields"]["dlq.group"] == "notifications"
+    doc = state(api)
+    assert doc["dlq"]["length"] == 2 and len(doc["dlq"]["entries"]) == 2
+    assert group(doc, "notifications")["pending"] == 0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+BAD_INPUT = [
+    ("post", "/produce", {"json": {"count": "abc"}}, 422, "integer"),
+    ("post", "/produce", {"data": {"count": "0"}}, 422, ">= 1"),
+    ("post", "/produce", {"json": {"count": 501}}, 422, "<= 500"),
+    ("post", "/produce", {"json": {"count": 1, "type": ""}}, 200, ""),
+    (
+        "post",
+        "/produce",
+        {"content": b"[1, 2]", "headers": {"content-type": "application/json"}},
+        400,
+        "object",
+    ),
+    (
+        "post",
+        "/produce",
+        {"content": b"{nope", "headers": {"content-type": "application/json"}},
+        400,
+        "JSON",
+    ),
+    ("post", "/crash", {"json": {"name": "worker-a"}}, 422, "group"),
+    ("post", "/crash", {"json": {"group": "notifications", "name": "nobody"}}, 404, "nobody"),
+    ("post", "/crash", {"json": {"group": "nogroup", "name": "worker-a"}}, 404, "nogroup"),
+    (
+        "post",
+        "/crash",
+        {"json": {"group": "notifications", "name": "worker-a", "count": -1}},
+        422,
+        "count",
+    ),
+    (
+        "post",
+        "/add-worker",
+        {"json": {"group": "notifications", "name": "bad name"}},
+        422,
+        "spaces",
+    ),
+    (
+        "post",
+        "/add-worker",
+        {"json": {"group": "notifications", "name": "worker-a"}},
+        409,
+        "already",
+    ),
+    ("post", "/add-worker", {"data": {"group": "", "name": "x"}}, 422, "group"),
+    ("post", "/remove-worker", {"json": {"group": "notifications", "name": "ghost"}}, 404, "ghost"),
+    ("post", "/autoclaim", {"json": {"group": "notifications", "consumer": "ghost"}}, 404, "ghost"),
+    ("post", "/autoclaim", {"json": {"group": "notifications"}}, 422, "consumer"),
+    ("post", "/trim", {"json": {"maxlen": -1}}, 422, ">= 0"),
+    ("post", "/trim", {"json": {"maxlen": "ten"}}, 422, "integer"),
+    ("post", "/trim", {"json": {"minid": "not-an-id"}}, 422, "not-an-id"),
+    ("post", "/trim", {"json": {}}, 422, "exactly one"),
+    ("post", "/trim", {"json": {"maxlen": 5, "minid": "1-0"}}, 422, "exactly one"),
+    ("post", "/trim", {"json": {"maxlen": 5, "approximate": "maybe"}}, 422, "approximate"),
+    ("get", "/replay?start=yesterday", {}, 422, "yesterday"),
+    ("get", "/replay?count=0", {}, 422, "count"),
+    ("get", "/replay?count=lots", {}, 422, "integer"),
+    ("get", "/dlq?count=-3", {}, 422, "count"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "needle"), BAD_INPUT)
+def test_bad_input_gets_a_clear_4xx(
+    api: TestClient, method: str, path: str, kwargs: dict[str, Any], status: int, needle: str
+) -> None:
+    r = getattr(api, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    if status >= 400:
+        assert needle in r.json()["error"]
+    assert state(api)["stream"]["length"] == (1 if status == 200 else 0)
+
+
+# ---------------------------------------------------------------- local-tool security
+
+
+def test_foreign_host_header_is_refused(api: TestClient) -> None:
+    r = api.get("/state", headers={"host": "attacker.example"})
+    assert r.status_code == 421 and "Host" in r.json()["error"]
+    assert api.get("/state", headers={"host": "localhost:8083"}).status_code == 200
+    assert api.get("/state", headers={"host": "127.0.0.1:8083"}).status_code == 200
+    assert api.get("/state", headers={"host": "localhost:9999"}).status_code == 421
+
+
+def test_cross_origin_posts_are_refused(api: TestClient) -> None:
+    r = api.post("/reset", headers={"origin": "http://attacker.example"})
+    assert r.status_code == 403 and "Origin" in r.json()["error"]
+    r = api.post("/produce", json={"count": 1}, headers={"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
+    r = api.post("/produce", json={"count": 1}, headers={"origin": "http://testserver"})
+    assert r.status_code == 200
+    r = api.post("/produce", json={"count": 1}, headers={"sec-fetch-site": "same-origin"})
+    assert r.status_code == 200
+    assert api.get("/state", headers={"origin": "http://attacker.example"}).status_code == 200
+    assert state(api)["stream"]["length"] == 2
+
+
+def test_no_get_changes_state(api: TestClient) -> None:
+    for path in ("/produce", "/reset", "/crash", "/trim", "/add-worker", "/remove-worker"):
+        assert api.get(path).status_code == 405
+    assert state(api)["stream"]["length"] == 0
+
+
+def test_a_script_payload_is_stored_and_served_as_plain_data(api: TestClient) -> None:
+    evil = "<script>alert(1)</script>"
+    assert api.post("/produce", json={"count": 1, "type": evil}).status_code == 200
+    assert state(api)["tail"][0]["type"] == evil
+
+
+# ---------------------------------------------------------------- Redis down
+
+
+def test_redis_unreachable_answers_503(private_server: EmbeddedServer, key: str) -> None:
+    config = DemoConfig(
+        redis_url=private_server.url,
+        stream_key=key,
+        allowed_hosts=("testserver",),
+        tick_s=0.05,
+    )
+    with TestClient(create_app(config)) as api:
+        assert api.get("/state").status_code == 200
+        private_server.kill()
+        r = api.get("/state")
+        assert r.status_code == 503
+        assert "Redis unreachable" in r.json()["error"]
+        r = api.post("/produce", json={"count": 1})
+        assert r.status_code == 503
+        feed = api.get("/events", params={"limit": 1})
+        assert "event: unavailable" in feed.text and "Redis unreachable" in feed.text
