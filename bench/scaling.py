@@ -1,0 +1,194 @@
+"""Scaling benchmark: produce and consume events/s on a 1-shard vs a 3-shard local Redis Cluster.
+
+It starts its own clusters (never port 6379) and reports where CPU time goes; it asserts nothing.
+Run: ``python -m bench.scaling`` (``--smoke`` for a quick check, ``--events N`` to size it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from redis_streaming import LocalCluster, PartitionedConsumerPool, PartitionedStream
+
+PRODUCERS = 2  # one per core of this machine
+CONSUMERS = 2
+BATCH = 500
+PARTITIONS = 6
+GROUP = "bench"
+RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
+
+
+@dataclass
+class PhaseResult:
+    shards: int
+    phase: str
+    events: int
+    seconds: float
+    events_per_s: float
+    client_cpu_s: float
+    server_cpu_s: list[float]
+    machine_cpu_pct: float
+
+
+def _cluster(url: str) -> Any:
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(url, decode_responses=True)
+
+
+def _produce(url: str, base: str, start: int, count: int, ready: Any, go: Any) -> float:
+    client = _cluster(url)
+    ps = PartitionedStream(client, base, partitions=PARTITIONS, maxlen_approx=None)
+    batches = [
+        [
+            (f"order-{n}", "created", {"n": n, "amount": n % 100})
+            for n in range(i, min(i + BATCH, start + count))
+        ]
+        for i in range(start, start + count, BATCH)
+    ]
+    ready.set()
+    go.wait()
+    cpu = time.process_time()
+    for batch in batches:
+        ps.produce_batch(batch)
+    return time.process_time() - cpu
+
+
+def _consume(url: str, base: str, name: str, ready: Any, go: Any, done: Any) -> float:
+    client = _cluster(url)
+    ps = PartitionedStream(client, base, partitions=PARTITIONS, maxlen_approx=None)
+    pool = PartitionedConsumerPool(
+        ps,
+        GROUP,
+        consumers=1,
+        handler=None,
+        name_prefix=name,
+        group_start="0",
+        count=200,
+        block_ms=100,
+        reap_interval=None,
+    )
+    ready.set()
+    go.wait()
+    cpu = time.process_time()
+    pool.start()
+    done.wait()
+    pool.stop()
+    return time.process_time() - cpu
+
+
+def _server_cpu(lc: LocalCluster) -> list[float]:
+    out = []
+    for node in lc.masters():
+        pid = node.server.pid
+        if pid is not None:
+            t = psutil.Process(pid).cpu_times()
+            out.append(t.user + t.system)
+    return out
+
+
+def _phase(
+    lc: LocalCluster, shards: int, phase: str, events: int, base: str, ps: PartitionedStream
+) -> PhaseResult:
+    ctx = mp.get_context("spawn")
+    manager = ctx.Manager()
+    go, done = manager.Event(), manager.Event()
+    readies = [manager.Event() for _ in range(PRODUCERS if phase == "produce" else CONSUMERS)]
+    url = lc.url
+    with ctx.Pool(len(readies)) as procs:
+        if phase == "produce":
+            share = events // PRODUCERS
+            jobs = [
+                procs.apply_async(_produce, (url, base, i * share, share, readies[i], go))
+                for i in range(PRODUCERS)
+            ]
+        else:
+            jobs = [
+                procs.apply_async(_consume, (url, base, f"c{i}", readies[i], go, done))
+                for i in range(CONSUMERS)
+            ]
+        for r in readies:
+            r.wait(60)
+        cpu_before = _server_cpu(lc)
+        psutil.cpu_percent(None)
+        start = time.perf_counter()
+        go.set()
+        if phase == "produce":
+            client_cpu = sum(j.get(600) for j in jobs)
+            seconds = time.perf_counter() - start
+        else:
+            while True:
+                groups = ps.info_groups()
+                if groups and groups[0].lag == 0 and groups[0].pending == 0:
+                    break
+                time.sleep(0.02)
+            seconds = time.perf_counter() - start
+            done.set()
+            client_cpu = sum(j.get(60) for j in jobs)
+        machine = psutil.cpu_percent(None)
+        server = [round(b - a, 2) for a, b in zip(cpu_before, _server_cpu(lc), strict=True)]
+    manager.shutdown()
+    return PhaseResult(
+        shards=shards,
+        phase=phase,
+        events=events,
+        seconds=round(seconds, 3),
+        events_per_s=round(events / seconds),
+        client_cpu_s=round(client_cpu, 2),
+        server_cpu_s=server,
+        machine_cpu_pct=machine,
+    )
+
+
+def run(events: int, shard_counts: tuple[int, ...] = (1, 3)) -> list[PhaseResult]:
+    results = []
+    for shards in shard_counts:
+        with LocalCluster(shards) as lc:
+            client = lc.client()
+            base = f"scale{uuid.uuid4().hex[:6]}"
+            ps = PartitionedStream(client, base, partitions=PARTITIONS, maxlen_approx=None)
+            ps.ensure_group(GROUP, "0")
+            for phase in ("produce", "consume"):
+                res = _phase(lc, shards, phase, events, base, ps)
+                print(
+                    f"{shards} shard(s) {phase:8s} {res.events_per_s:>8,d} events/s "
+                    f"({res.seconds:.2f}s; client CPU {res.client_cpu_s:.1f}s, "
+                    f"server CPU {res.server_cpu_s}, machine {res.machine_cpu_pct:.0f}%)",
+                    flush=True,
+                )
+                results.append(res)
+            client.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--smoke", action="store_true", help="2,000 events, just check it runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    events = 2_000 if args.smoke else args.events
+    print(
+        f"scaling: {events:,} events, {PARTITIONS} partitions, {PRODUCERS} producer and "
+        f"{CONSUMERS} consumer processes, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    results = run(events)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
