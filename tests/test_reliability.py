@@ -157,6 +157,24 @@ def test_trimmed_payload_in_own_pel_on_restart(
     assert rec.calls == Counter({ids[1]: 1, ids[2]: 1})
 
 
+def test_trimmed_own_pel_without_dead_letters_is_acked(
+    stream: EventStream, workers: list[ConsumerWorker]
+) -> None:
+    stream.ensure_group("g", "0")
+    ids = stream.produce_batch([("e", {"n": i}) for i in range(2)])
+    stream.consume("g", "w1", count=2, block_ms=None)
+    stream.client.xdel(stream.key, ids[0])
+    rec = Recorder()
+    workers.append(
+        ConsumerWorker(
+            stream, "g", "w1", rec, reap_interval=None, max_deliveries=None, block_ms=50
+        ).start()
+    )
+    wait_until(lambda: not stream.pending("g"))
+    assert rec.calls == Counter({ids[1]: 1})
+    assert DeadLetters(stream).length() == 0
+
+
 # ------------------------------------------------------------------ redrive
 
 
@@ -368,6 +386,15 @@ def test_producer_retries_through_a_restart(private_server: EmbeddedServer) -> N
         starter.join()
     assert stream.replay()[-3].id == entry_id
     assert [e.id for e in stream.replay()[-2:]] == ids
+    # The outage hits a batch in flight: it is re-sent whole once the server is back.
+    private_server.stop()
+    starter = threading.Timer(0.3, private_server.start)
+    starter.start()
+    try:
+        batch = stream.produce_batch([("e", {"n": i}) for i in range(100)])
+    finally:
+        starter.join()
+    assert [e.id for e in stream.replay(count=None)] == batch  # restarted empty, no persistence
     no_retry = EventStream(client, "orders", retries=0)
     private_server.stop()
     with pytest.raises(RedisUnavailable):

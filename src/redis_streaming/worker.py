@@ -344,6 +344,9 @@ class ConsumerWorker:
                     self.stream.key,
                     self.group,
                 )
+                # Nothing is left to process; without the ack an own-PEL re-read keeps them
+                # pending forever.
+                self.stream.ack_unchecked(self.group, list(deleted))
         return len(acked), dropped, self.failed - failed_before
 
     def reap_idle_pel(self, min_idle_ms: int | None = None) -> ReapResult:
