@@ -38,6 +38,9 @@ class PhaseResult:
     client_cpu_s: float
     server_cpu_s: list[float]
     machine_cpu_pct: float
+    #: busy core-seconds of the whole machine during the phase (clients, servers and the rest)
+    machine_busy_s: float
+    other_busy_s: float
 
 
 def _cluster(url: str) -> Any:
@@ -87,6 +90,11 @@ def _consume(url: str, base: str, name: str, ready: Any, go: Any, done: Any) -> 
     return time.process_time() - cpu
 
 
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "softirq", 0.0))
+
+
 def _server_cpu(lc: LocalCluster) -> list[float]:
     out = []
     for node in lc.masters():
@@ -120,6 +128,7 @@ def _phase(
         for r in readies:
             r.wait(60)
         cpu_before = _server_cpu(lc)
+        busy_before = _busy()
         psutil.cpu_percent(None)
         start = time.perf_counter()
         go.set()
@@ -136,6 +145,7 @@ def _phase(
             done.set()
             client_cpu = sum(j.get(60) for j in jobs)
         machine = psutil.cpu_percent(None)
+        busy = _busy() - busy_before
         server = [round(b - a, 2) for a, b in zip(cpu_before, _server_cpu(lc), strict=True)]
     manager.shutdown()
     return PhaseResult(
@@ -147,6 +157,8 @@ def _phase(
         client_cpu_s=round(client_cpu, 2),
         server_cpu_s=server,
         machine_cpu_pct=machine,
+        machine_busy_s=round(busy, 2),
+        other_busy_s=round(busy - client_cpu - sum(server), 2),
     )
 
 
@@ -163,7 +175,8 @@ def run(events: int, shard_counts: tuple[int, ...] = (1, 3)) -> list[PhaseResult
                 print(
                     f"{shards} shard(s) {phase:8s} {res.events_per_s:>8,d} events/s "
                     f"({res.seconds:.2f}s; client CPU {res.client_cpu_s:.1f}s, "
-                    f"server CPU {res.server_cpu_s}, machine {res.machine_cpu_pct:.0f}%)",
+                    f"server CPU {res.server_cpu_s}, machine busy {res.machine_busy_s:.1f}s "
+                    f"of which other {res.other_busy_s:.1f}s)",
                     flush=True,
                 )
                 results.append(res)
