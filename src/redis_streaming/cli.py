@@ -500,6 +500,17 @@ def _metrics_server(
     return server.close
 
 
+def _pool_table(workers: Sequence[ConsumerWorker]) -> Any:
+    rows = []
+    for w in workers:
+        st = w.status()
+        state = "running" if st.alive else "stopped"
+        rows.append([st.name, state, st.processed, st.reaped, st.failed, st.dead_lettered])
+    return _table(
+        "consumers", ["consumer", "state", "processed", "reaped", "failed", "dead-lettered"], rows
+    )
+
+
 def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
     totals = {"processed": 0, "reaped": 0, "failed": 0, "dead_lettered": 0}
     for w in workers:
@@ -565,10 +576,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"on {stream.key} ({', '.join(names)}); Ctrl-C or SIGTERM stops"
         )
     logger.info("worker pool started on %s/%s: %s", stream.key, args.group, ", ".join(names))
+    live: Any = None
+    if not out.json:
+        from rich.live import Live
+
+        live = Live(_pool_table(workers), console=out.console(), auto_refresh=False)
+        live.start()
     try:
+        next_draw = 0.0
         while not flag:
             if not any(w.is_alive for w in workers):
                 break  # every worker stopped on its own (on_missing_group="stop")
+            if live is not None and time.monotonic() >= next_draw:
+                live.update(_pool_table(workers), refresh=True)
+                next_draw = time.monotonic() + 0.5
             time.sleep(0.1)  # a signal handler may not take locks, so poll its flag
     finally:
         for w in workers:
@@ -577,6 +598,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stuck = [w.name for w in workers if not w.stop(max(0.0, deadline - time.monotonic()))]
         if stop_metrics is not None:
             stop_metrics()
+        if live is not None:
+            live.update(_pool_table(workers), refresh=True)
+            live.stop()
     totals = _pool_totals(workers)
     summary: dict[str, Any] = {
         "event": "stopped",
@@ -865,20 +889,25 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- demo
 
 
-def _demo_module() -> Any:
-    """``redis_streaming.demo.cli`` if the demo is installed, else None (quickstart fallback)."""
+def _demo_module() -> tuple[Any, str | None]:
+    """``(redis_streaming.demo.cli, None)``, or ``(None, why)`` when the web demo can't load.
+
+    A missing demo package or a missing dependency of it (fastapi, uvicorn: the ``demo`` extra)
+    selects the text walk-through instead; any other import error is a real bug and propagates.
+    """
     try:
-        return importlib.import_module("redis_streaming.demo.cli")
+        return importlib.import_module("redis_streaming.demo.cli"), None
     except ModuleNotFoundError as exc:
-        if exc.name in ("redis_streaming.demo", "redis_streaming.demo.cli"):
-            return None
-        raise
+        return None, str(exc)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from . import quickstart
     from .server import connect_or_embed
 
+    why = getattr(args, "demo_unavailable", None)
+    if why:
+        print(f"web demo unavailable ({why}); running the text walk-through", file=sys.stderr)
     url, embedded = connect_or_embed(args.redis_url, embedded=args.embedded)
     try:
         if embedded is not None:
@@ -894,14 +923,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: Any, wanted: bool) -> None:
     help_text = "run the demo (web UI when installed, else a short walk-through)"
+    why: str | None = None
     if wanted:
-        module = _demo_module()
+        module, why = _demo_module()
         if module is not None:
             demo = sub.add_parser("demo", help=help_text, description=help_text)
             module.add_arguments(demo)
             demo.set_defaults(func=module.run)
             return
     demo = sub.add_parser("demo", help=help_text, description=help_text)
+    demo.set_defaults(demo_unavailable=why)
     demo.add_argument(
         "--redis-url",
         default=None,
