@@ -574,6 +574,14 @@ def test_bad_input_is_one_line_and_exit_2(
     assert_one_line_error(run_cli(*full, env=env), 2, needle)
 
 
+@pytest.mark.parametrize("argv", [["replay"], ["inspect"], ["produce", "-n", "1"]], ids=str)
+def test_server_error_reply_is_one_line_and_exit_1(
+    common: list[str], client: redis.Redis, key: str, argv: list[str]
+) -> None:
+    client.set(key, "not a stream")
+    assert_one_line_error(run_cli(*argv, *common), 1, "WRONGTYPE")
+
+
 def test_bad_redis_url_is_bad_input() -> None:
     proc = run_cli("inspect", "--redis-url", "http://example.com:80/0")
     assert_one_line_error(proc, 2, "not a Redis URL")
