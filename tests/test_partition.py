@@ -411,9 +411,10 @@ def test_pool_takes_over_from_a_sigkilled_member(vcluster: LocalCluster) -> None
 class Producer(threading.Thread):
     """Produces numbered events until stopped, retrying through errors; records what was acked."""
 
-    def __init__(self, ps: PartitionedStream) -> None:
+    def __init__(self, ps: PartitionedStream, batch: int = 1) -> None:
         super().__init__(daemon=True)
         self.ps = ps
+        self.batch = batch
         self.stop_event = threading.Event()
         self.acked: list[tuple[int, float, str]] = []  # (n, monotonic time, entry id)
         self.errors = 0
@@ -421,18 +422,19 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            n = self.n
-            k = f"k{n % 37}"
+            ns = list(range(self.n, self.n + self.batch))
+            self.n += self.batch
+            events = [(f"k{n % 37}", "evt", {"n": n, "k": f"k{n % 37}"}) for n in ns]
             try:
-                entry_id = self.ps.produce("evt", {"n": n, "k": k}, key=k)
+                ids = self.ps.produce_batch(events)
             except (StreamingError, redis.RedisError, redis.exceptions.RedisClusterException):
                 self.errors += 1
                 self.stop_event.wait(0.05)  # backoff between retries while the shard is down
-                self.n += 1
                 continue
-            self.acked.append((n, time.monotonic(), entry_id))
-            self.n += 1
-            self.stop_event.wait(0.002)
+            now = time.monotonic()
+            self.acked.extend((n, now, i) for n, i in zip(ns, ids, strict=True))
+            if self.batch == 1:
+                self.stop_event.wait(0.002)
 
     def acked_numbers(self) -> set[int]:
         return {n for n, _t, _i in list(self.acked)}
@@ -460,10 +462,12 @@ def test_failover_master_killed_replica_promoted() -> None:
             ps, "g", consumers=2, handler=rec, name_prefix="f", **POOL_OPTS
         )
         pool.start()
-        producer = Producer(ps)
+        # Batches in a tight loop: the faster the writes, the wider the window that async
+        # replication can lose when the master dies.
+        producer = Producer(ps, batch=50)
         producer.start()
         try:
-            wait_until(lambda: len(producer.acked) >= 300, 20, "traffic before the kill")
+            wait_until(lambda: len(producer.acked) >= 3000, 20, "traffic before the kill")
             victim = lc.node_for_key(ps.keys[0])
             victim_parts = [i for i, k in enumerate(ps.keys) if lc.node_for_key(k) is victim]
             killed_at = time.monotonic()
@@ -485,7 +489,7 @@ def test_failover_master_killed_replica_promoted() -> None:
                 if t > killed_at and ps.partition_index(f"k{n % 37}") in victim_parts
             )
             wait_until(
-                lambda: len([1 for _n, t, _i in producer.acked if t > first_after]) >= 200,
+                lambda: len([1 for _n, t, _i in producer.acked if t > first_after]) >= 2000,
                 20,
                 "more traffic",
             )
@@ -518,7 +522,6 @@ def test_failover_master_killed_replica_promoted() -> None:
             "produce_errors_during_failover": producer.errors,
             "promotion_seconds": round(promoted_s, 2),
             "producer_pause_seconds": round(_longest_gap(producer, victim_parts, killed_at), 2),
-            "first_write_to_promoted_shard_after_kill_seconds": round(first_after - killed_at, 2),
             "redelivered_duplicates": sum(1 for v in rec.seen.values() if v > 1),
             "promoted_node_port": promoted.port,
         }
