@@ -119,6 +119,7 @@ class ConsumerWorker:
         self._crash_queue = 0
         self._group_missing_logged = False
         self._failures_in_row = 0
+        self._next_reap = 0.0
         self.processed = 0
         self.reaped = 0
         self.failed = 0
@@ -436,6 +437,13 @@ class ConsumerWorker:
                 exc,
             )
 
+    def _block_now(self) -> int:
+        # Never block past the next reap: a sweep that starts late delays every recovery.
+        if self.reap_interval is None:
+            return self.block_ms
+        left_ms = int((self._next_reap - time.monotonic()) * 1000) + 1
+        return max(1, min(self.block_ms, left_ms))
+
     def _read(self) -> list[Entry]:
         """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
         stream = self.stream
@@ -444,13 +452,13 @@ class ConsumerWorker:
             return self._read_fast(acks)
         if not acks:
             raw = stream.client.xreadgroup(
-                self.group, self.name, {stream.key: ">"}, count=self.count, block=self.block_ms
+                self.group, self.name, {stream.key: ">"}, count=self.count, block=self._block_now()
             )
             return codec.parse_xread(raw)
         pipe = stream.client.pipeline(transaction=False)
         pipe.xack(stream.key, self.group, *acks)
         pipe.xreadgroup(
-            self.group, self.name, {stream.key: ">"}, count=self.count, block=self.block_ms
+            self.group, self.name, {stream.key: ">"}, count=self.count, block=self._block_now()
         )
         acked, raw = pipe.execute(raise_on_error=False)
         if isinstance(acked, Exception):
@@ -466,7 +474,7 @@ class ConsumerWorker:
         # reply callbacks: this is where a worker spends its time between handler calls.
         stream = self.stream
         payload = _fastpath.pack_ack_read(
-            stream.key, self.group, self.name, acks, self.count, self.block_ms
+            stream.key, self.group, self.name, acks, self.count, self._block_now()
         )
         replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1)
         if acks:
@@ -536,20 +544,20 @@ class ConsumerWorker:
     def _run(self) -> None:
         logger.info("%s started on %s/%s", self.name, self.stream.key, self.group)
         started = False
-        next_reap = 0.0
+        self._next_reap = 0.0
         while not self._stop.is_set():
             try:
                 if not started:
                     self._startup()
                     started = True
-                    next_reap = time.monotonic() + (self.reap_interval or 0)
+                    self._next_reap = time.monotonic() + (self.reap_interval or 0)
                 if self._paused.is_set():
                     self._park()
                     continue
-                if self.reap_interval is not None and time.monotonic() >= next_reap:
+                if self.reap_interval is not None and time.monotonic() >= self._next_reap:
                     self._flush_acks()
                     self.reap_idle_pel()
-                    next_reap = time.monotonic() + self.reap_interval
+                    self._next_reap = time.monotonic() + self.reap_interval
                 entries = self._read()
                 if self._failures_in_row:
                     logger.info("%s reconnected to %s", self.name, self.stream.key)
