@@ -1,22 +1,30 @@
 """Memory scenario: peak RSS of a worker draining N entries and of iter_replay over N entries.
 
-Each measurement runs in a fresh subprocess (``python -m bench.memory worker|replay URL KEY N``)
-so one run's allocations cannot hide another's. It must not hold entries itself.
+Each measurement runs in a fresh subprocess (``python -m bench.memory MODE URL KEY N``), RSS
+sampled every 5 ms with psutil, so one run's allocations cannot hide another's. It must not
+hold entries itself.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
+import threading
 import time
 
 from ._common import Row, Scale, Server, fill, fresh_key
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _sampler(peak: list[float], stop: threading.Event) -> None:
+    while not stop.wait(0.005):
+        peak[0] = max(peak[0], _rss_mb())
 
 
 def child(mode: str, url: str, key: str, n: int) -> dict[str, float]:
@@ -28,7 +36,11 @@ def child(mode: str, url: str, key: str, n: int) -> dict[str, float]:
     client = redis.Redis.from_url(url, decode_responses=True)
     stream = EventStream(client, key, maxlen_approx=None)
     client.ping()
-    baseline = _peak_mb()
+    baseline = _rss_mb()
+    peak = [baseline]
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sampler, args=(peak, stop), daemon=True)
+    sampler.start()
     start = time.perf_counter()
     seen = 0
     if mode == "worker":
@@ -41,12 +53,11 @@ def child(mode: str, url: str, key: str, n: int) -> dict[str, float]:
     else:
         for _entry in stream.iter_replay():
             seen += 1
-    return {
-        "baseline_mb": baseline,
-        "peak_mb": _peak_mb(),
-        "seen": seen,
-        "seconds": time.perf_counter() - start,
-    }
+    elapsed = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    peak[0] = max(peak[0], _rss_mb())
+    return {"baseline_mb": baseline, "peak_mb": peak[0], "seen": seen, "seconds": elapsed}
 
 
 def _measure(server: Server, mode: str, key: str, n: int) -> dict[str, float]:
