@@ -5,6 +5,7 @@ Each test gets its own stream key; the app's lifespan starts and stops the demo'
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,8 +163,8 @@ def test_state_takes_two_round_trips(api: TestClient) -> None:
         rt.snapshot()
     finally:
         rt.client.pipeline = original  # type: ignore[method-assign]
-    # Stream facts in one pipeline, then XINFO CONSUMERS + XPENDING for both groups in another.
-    assert calls == [5, 4]
+    # TIME and the stream's facts in one pipeline, then XINFO CONSUMERS + XPENDING per group.
+    assert calls == [6, 4]
 
 
 def test_produce_accepts_json_and_form_and_workers_consume(api: TestClient) -> None:
@@ -393,6 +394,26 @@ def test_dead_letters_are_listed(make_app: AppFactory) -> None:
     assert group(doc, "notifications")["pending"] == 0
 
 
+def test_metrics_and_health(api: TestClient) -> None:
+    api.post("/produce", json={"count": 5})
+    wait_until(drained(api, 5), what="drain")
+    wait_until(lambda: api.get("/health").json()["ok"], what="healthy")
+    r = api.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert 'redis_streaming_stream_length{stream="' in r.text
+    assert re.search(r'redis_streaming_processed_total\{[^}]*consumer="worker-c"[^}]*\} 5', r.text)
+    # Entries nobody reclaims turn the group "stuck" after 2 x claim idle (at least 1 s).
+    strand(api, "notifications", "worker-a", 2, produce=3)
+    health = wait_until(
+        lambda: (h := api.get("/health").json()) and not h["ok"] and h,
+        what="notifications stuck",
+    )
+    row = next(g for g in health["groups"] if g["name"] == "notifications")
+    assert row["status"] == "stuck" and row["pending"] == 2
+    assert "nobody reclaims it" in row["reasons"][0]
+    assert state(api)["health"]["ok"] is False
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -521,5 +542,10 @@ def test_redis_unreachable_answers_503(private_server: EmbeddedServer, key: str)
         assert "Redis unreachable" in r.json()["error"]
         r = api.post("/produce", json={"count": 1})
         assert r.status_code == 503
+        assert api.get("/health").status_code == 503
+        metrics = api.get("/metrics")
+        assert metrics.status_code == 200 and re.search(
+            r"redis_streaming_up\{[^}]*\} 0", metrics.text
+        )
         feed = api.get("/events", params={"limit": 1})
         assert "event: unavailable" in feed.text and "Redis unreachable" in feed.text

@@ -253,6 +253,16 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
             "entries": [{"id": e.id, "fields": dict(e.fields)} for e in entries],
         }
 
+    @app.get("/metrics", summary="Prometheus metrics of the stream, groups and workers")
+    async def metrics() -> Response:
+        body, content_type = await run_in_threadpool(rt.render_metrics)
+        return Response(body, media_type=content_type)
+
+    @app.get("/health", summary="Lag and pending health of every group")
+    async def health() -> Any:
+        doc = await run_in_threadpool(rt.snapshot)
+        return doc["health"]
+
     @app.get("/events", summary="Live feed (text/event-stream) of the /state document")
     async def events(request: Request, limit: str = "0") -> StreamingResponse:
         max_events = p.get_int(dict(request.query_params), "limit", 0, maximum=1_000_000)

@@ -20,6 +20,8 @@ import redis
 from .. import _codec as codec
 from .._model import Entry, ReapResult
 from ..deadletter import DeadLetters
+from ..health import GroupHealth, HealthThresholds
+from ..metrics import StreamMetrics
 from ..server import display_url
 from ..stream import EventStream
 from ..worker import ConsumerWorker
@@ -68,6 +70,10 @@ class DemoRuntime:
             claim_min_idle_ms=config.claim_idle_ms,
         )
         self.dead_letters = DeadLetters(self.stream)
+        # An entry nobody reclaims for twice the claim threshold counts as stuck.
+        self.thresholds = HealthThresholds(max_pending_idle_ms=max(2 * config.claim_idle_ms, 1000))
+        self.metrics = StreamMetrics(self.stream, thresholds=self.thresholds)
+        self._health: dict[str, GroupHealth] = {}
         #: Set when the app is shutting down; live feeds end when they see it.
         self.closing = threading.Event()
         self._lock = threading.Lock()
@@ -109,6 +115,7 @@ class DemoRuntime:
                 worker = self._new_worker(group, name)
                 with self._lock:
                     self._workers.setdefault(group, {})[name] = worker
+                self.metrics.add_worker(worker)
                 worker.start()
                 count += 1
         return len(wanted), count
@@ -201,6 +208,9 @@ class DemoRuntime:
             g: {n: state.WorkerView(w.status(), w.recent()) for n, w in ws.items()}
             for g, ws in workers.items()
         }
+        with self._lock:
+            health = state.classify(raw, self.thresholds, self._health)
+            self._health = {h.name: h for h in health}
         extra = {
             "config": {
                 "stream_key": cfg.stream_key,
@@ -212,6 +222,7 @@ class DemoRuntime:
                 "event_types": list(EVENT_TYPES),
             },
             "redis": {"url": display_url(cfg.redis_url)},
+            "health": state.health_json(health),
         }
         return state.build_state(raw, views, self.stream.stats(), extra)
 
@@ -220,6 +231,10 @@ class DemoRuntime:
 
     def dead_letters_list(self, count: int) -> list[Entry]:
         return self.dead_letters.list("-", "+", count)
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """Prometheus exposition text for GET /metrics (reads Redis at scrape time)."""
+        return self.metrics.render()
 
     # ------------------------------------------------------------ levers
 
@@ -251,6 +266,7 @@ class DemoRuntime:
             worker = self._new_worker(group, name)
             with self._lock:
                 self._workers.setdefault(group, {})[name] = worker
+            self.metrics.add_worker(worker)
             worker.start()
         return {"ok": True, "group": group, "name": name, "created_group": created}
 
@@ -280,6 +296,7 @@ class DemoRuntime:
             worker.stop(_STOP_TIMEOUT_S)
             with self._lock:
                 del self._workers[group][name]
+            self.metrics.remove_worker(worker)
             moved = self.stream.handover_pending(group, name, peer.name) if peer else 0
             destroyed = self.stream.delete_consumer(group, name)
             if destroyed:
@@ -358,6 +375,9 @@ class DemoRuntime:
             self._stop_all(workers)
             with self._lock:
                 self._workers.clear()
+                self._health = {}
+            for w in workers:
+                self.metrics.remove_worker(w)
             self.stream.delete_stream()
             self.client.delete(self.config.dlq_key)
             self.stream.reset_stats()

@@ -77,6 +77,7 @@ function renderStream(state) {
   setText("stream-key", s.key);
   setText("redis-url", state.redis ? state.redis.url : "");
   setText("claim-idle", state.config ? state.config.claim_idle_ms : "");
+  setText("process-ms", state.config ? state.config.process_ms : "");
   setText("stat-length", s.length);
   setText("stat-first", s.first_entry_id);
   setText("stat-last", s.last_entry_id);
@@ -240,9 +241,26 @@ function renderDlq(state) {
     $("dlq-body"),
     dlq.entries.map((e) =>
       el("tr", {}, el("td", {}, e.id), el("td", {}, e.fields["dlq.original_id"]),
-        el("td", {}, e.fields["dlq.group"]), el("td", {}, e.fields["dlq.consumer"]),
-        el("td", {}, e.fields["dlq.deliveries"]), el("td", {}, e.fields["dlq.reason"]))
+        el("td", {}, e.fields["dlq.group"]), el("td", {}, e.fields["dlq.deliveries"]),
+        el("td", {}, e.fields["dlq.reason"]))
     )
+  );
+}
+
+function renderHealth(state) {
+  const health = state.health || { ok: true, groups: [] };
+  setText("health-overall", health.ok ? "(all ok)" : "(attention)");
+  replaceRows(
+    $("health-body"),
+    health.groups.map((h) =>
+      el("tr", { "data-group": h.name }, el("td", {}, h.name),
+        el("td", {}, el("span", { class: `status ${h.status.replace("+", "-")}` }, h.status)),
+        el("td", {}, h.lag ?? "n/a"), el("td", {}, h.pending),
+        el("td", {}, h.oldest_pending_idle_ms === null ? "–" : `${h.oldest_pending_idle_ms} ms`))
+    )
+  );
+  $("health-reasons").replaceChildren(
+    ...health.groups.flatMap((h) => h.reasons.map((r) => el("li", {}, `${h.name}: ${r}`)))
   );
 }
 
@@ -251,6 +269,7 @@ function render(state) {
   renderGroups(state);
   renderPending(state);
   renderDlq(state);
+  renderHealth(state);
   document.body.dataset.ready = "1";
 }
 
