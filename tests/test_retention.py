@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import redis
 
-from redis_streaming import EventStream, InvalidOption
+from redis_streaming import (
+    ConsumerWorker,
+    DeadLetters,
+    Entry,
+    EventStream,
+    InvalidOption,
+    TrimReport,
+)
 from redis_streaming._model import GroupInfo
 from redis_streaming.retention import age_min_id, group_limit, safe_limit
+from waiting import wait_until
 
 
 def _ids(stream: EventStream) -> list[str]:
@@ -173,3 +183,71 @@ def test_retain_safe_respects_groups(client: redis.Redis, key: str) -> None:
         assert unsafe.deleted == 2
     finally:
         s.delete_stream()
+
+
+def test_safe_trim_under_live_workers_loses_nothing(stream: EventStream) -> None:
+    """Trim in a loop while two groups consume: one pauses, one drops deliveries."""
+    seen: dict[str, set[str]] = {"fast": set(), "late": set()}
+    lock = threading.Lock()
+
+    def recorder(group: str) -> Callable[[Entry], None]:
+        def handle(entry: Entry) -> None:
+            with lock:
+                seen[group].add(entry.id)
+
+        return handle
+
+    workers = {}
+    for group in seen:
+        stream.ensure_group(group, "0")
+        workers[group] = ConsumerWorker(
+            stream,
+            group,
+            f"{group}-1",
+            recorder(group),
+            count=20,
+            reap_interval=0.05,
+            claim_min_idle_ms=50,
+            block_ms=50,
+        )
+    workers["fast"].crash_next(30)  # leave entries pending for the reaper to pick up
+    stop = threading.Event()
+    reports: list[TrimReport] = []
+
+    def trimmer() -> None:
+        exact = False
+        while not stop.is_set():
+            reports.append(stream.trim_safe(approximate=exact))
+            exact = not exact
+
+    for w in workers.values():
+        w.start()
+    t = threading.Thread(target=trimmer)
+    t.start()
+    ids: list[str] = []
+    try:
+        ids.extend(stream.produce_batch([("e", {"n": i}) for i in range(1000)]))
+        wait_until(lambda: sum(r.deleted for r in reports) > 0, what="a trim removed entries")
+        assert workers["late"].pause(wait=True, timeout=10)
+        ids.extend(stream.produce_batch([("e", {"n": i}) for i in range(1000)]))
+        wait_until(
+            lambda: any(r.held_by == "late" and r.held_back > 0 for r in reports[-5:]),
+            what="the paused group holds the trim back",
+        )
+        workers["late"].resume()
+        wait_until(
+            lambda: (
+                all(set(ids) <= s for s in seen.values())
+                and not stream.pending("fast")
+                and not stream.pending("late")
+            ),
+            timeout=30,
+            what="both groups processed everything",
+        )
+    finally:
+        stop.set()
+        t.join(10)
+        for w in workers.values():
+            w.stop(5)
+    assert DeadLetters(stream).length() == 0  # no "payload trimmed" records
+    assert stream.trim_safe(approximate=False).remaining == 0
