@@ -547,6 +547,7 @@ BAD_INPUT: Sequence[tuple[list[str], str]] = [
     (["worker", "-g", "bad group"], "group"),
     (["worker", "-g", "g", "--consumer-names", "a,a"], "duplicates"),
     (["worker", "-g", "g", "--consumers", "0"], ">= 1"),
+    (["worker", "-g", "g", "--consumers", "3", "--consumer-names", "a,b"], "--consumer-names"),
     (["worker", "-g", "g", "--group-start", "latest"], "malformed"),
     (["worker", "-g", "g", "--reap-interval", "-1"], ">= 0"),
     (["inspect", "--stream-key", ""], "stream key"),
@@ -607,3 +608,45 @@ def test_unreachable_server_is_one_line_and_exit_3(argv: list[str]) -> None:
     proc = run_cli(*argv, "--redis-url", f"redis://127.0.0.1:{port}/0", "--connect-timeout", "1")
     assert_one_line_error(proc, 3, "cannot reach Redis", str(port))
     assert time.monotonic() - started < 30
+
+
+# ---------------------------------------------------------------- pure helpers (no server)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("500ms", 0.5), ("30m", 1800), ("24h", 86400), ("7d", 604800)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert cli.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "-5m", "0", "1y", "1.5.2h"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(cli.UsageError):
+        cli.parse_duration(text)
+
+
+def test_parse_event_line_shapes() -> None:
+    assert cli.parse_event_line('{"type": "a", "payload": {"x": 1}}', 1, "d") == ("a", {"x": 1})
+    assert cli.parse_event_line('{"type": "a", "x": 1}', 1, "d") == ("a", {"x": 1})
+    assert cli.parse_event_line('{"x": 1}', 1, "d") == ("d", {"x": 1})
+    # "payload" next to other keys is just a field name, and must then be a flat value
+    with pytest.raises(cli.UsageError, match="line 4"):
+        cli.parse_event_line('{"payload": {"x": 1}, "y": 2}', 4, "d")
+
+
+def test_consumer_names_are_stable() -> None:
+    assert cli.consumer_names("web", 3, None) == ["web-0", "web-1", "web-2"]
+    assert cli.consumer_names("web", 3, None) == cli.consumer_names("web", 3, None)
+    assert cli.consumer_names(None, 1, " a , b ") == ["a", "b"]
+    with pytest.raises(cli.UsageError):
+        cli.consumer_names(None, 1, " , ")
+
+
+def test_parse_handler_spec() -> None:
+    assert cli.parse_handler_spec("pkg.mod:fn") == ("pkg.mod", "fn")
+    assert cli.parse_handler_spec("mod:Cls.method") == ("mod", "Cls.method")
+    for bad in ("mod", ":fn", "mod:", "1mod:fn", "mod:fn()", "a-b:c"):
+        with pytest.raises(cli.UsageError):
+            cli.parse_handler_spec(bad)

@@ -525,7 +525,9 @@ def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
 def cmd_worker(args: argparse.Namespace) -> int:
     codec.validate_name(args.group, "group")
     handler = load_handler(args.handler) if args.handler else None
-    names = consumer_names(args.name_prefix, args.consumers, args.consumer_names)
+    names = consumer_names(args.name_prefix, args.consumers or 1, args.consumer_names)
+    if args.consumers is not None and len(names) != args.consumers:
+        raise UsageError(f"--consumers {args.consumers} but {len(names)} --consumer-names")
     reap_interval = args.reap_interval if args.reap_interval > 0 else None
     max_deliveries = args.max_deliveries if args.max_deliveries > 0 else None
     stream = open_stream(
@@ -991,7 +993,7 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
 
     p = add("worker", "run a consumer pool for one group (one deployment per group)", cmd_worker)
     p.add_argument("-g", "--group", required=True, help="consumer group")
-    p.add_argument("-c", "--consumers", type=_int_at_least(1), default=1, help="threads")
+    p.add_argument("-c", "--consumers", type=_int_at_least(1), help="consumer threads (default 1)")
     p.add_argument(
         "--handler",
         metavar="MODULE:FUNCTION",
