@@ -6,8 +6,8 @@ dead-letter (ConsumerWorker does) and runs no loops of its own.
 
 from __future__ import annotations
 
-import logging
 import builtins
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Final
 

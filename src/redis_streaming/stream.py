@@ -1,4 +1,4 @@
-"""EventStream: one Redis stream key, one method per Redis command family, over a redis.Redis client.
+"""EventStream: one Redis stream key, one method per Redis command family, over redis.Redis.
 
 It must not start threads or loop forever: the read -> process -> ack loop lives in worker.py.
 All validation and reply parsing is delegated to _codec so an asyncio twin can share it.
@@ -556,7 +556,8 @@ class EventStream:
     def info_groups(self) -> list[GroupInfo]:
         """XINFO GROUPS; ``[]`` for a missing stream."""
         empty: list[Any] = []
-        return codec.parse_groups(self._missing_ok(lambda: self.client.xinfo_groups(self.key), empty))
+        raw = self._missing_ok(lambda: self.client.xinfo_groups(self.key), empty)
+        return codec.parse_groups(raw)
 
     def info_consumers(self, group: str) -> list[ConsumerInfo]:
         """XINFO CONSUMERS; ``[]`` for a missing stream or group."""
