@@ -41,6 +41,10 @@ class PhaseResult:
     #: busy core-seconds of the whole machine during the phase (clients, servers and the rest)
     machine_busy_s: float
     other_busy_s: float
+    #: kernel time spent on (mostly loopback) network interrupts, part of "other"
+    softirq_s: float
+    #: the busiest processes on the machine during the phase: (description, CPU seconds)
+    top_processes: list[tuple[str, float]]
 
 
 def _cluster(url: str) -> Any:
@@ -90,6 +94,32 @@ def _consume(url: str, base: str, name: str, ready: Any, go: Any, done: Any) -> 
     return time.process_time() - cpu
 
 
+def _proc_cpu() -> dict[int, tuple[str, float]]:
+    out = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        try:
+            t = proc.info["cpu_times"]
+            cmd = " ".join((proc.info["cmdline"] or [])[:3])[-60:] or proc.info["name"]
+            out[proc.pid] = (cmd, t.user + t.system)
+        except (psutil.Error, TypeError, AttributeError):
+            continue
+    return out
+
+
+def _top(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> list[tuple[str, float]]:
+    deltas = [
+        (f"{name} [{pid}]", round(cpu - before.get(pid, (name, 0.0))[1], 2))
+        for pid, (name, cpu) in after.items()
+    ]
+    return sorted(deltas, key=lambda d: -d[1])[:6]
+
+
+def _softirq() -> float:
+    return float(getattr(psutil.cpu_times(), "softirq", 0.0))
+
+
 def _busy() -> float:
     t = psutil.cpu_times()
     return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "softirq", 0.0))
@@ -129,6 +159,8 @@ def _phase(
             r.wait(60)
         cpu_before = _server_cpu(lc)
         busy_before = _busy()
+        irq_before = _softirq()
+        procs_before = _proc_cpu()
         psutil.cpu_percent(None)
         start = time.perf_counter()
         go.set()
@@ -146,6 +178,8 @@ def _phase(
             client_cpu = sum(j.get(60) for j in jobs)
         machine = psutil.cpu_percent(None)
         busy = _busy() - busy_before
+        irq = _softirq() - irq_before
+        top = _top(procs_before, _proc_cpu())
         server = [round(b - a, 2) for a, b in zip(cpu_before, _server_cpu(lc), strict=True)]
     manager.shutdown()
     return PhaseResult(
@@ -159,35 +193,64 @@ def _phase(
         machine_cpu_pct=machine,
         machine_busy_s=round(busy, 2),
         other_busy_s=round(busy - client_cpu - sum(server), 2),
+        softirq_s=round(irq, 2),
+        top_processes=top,
     )
 
 
-def run(events: int, shard_counts: tuple[int, ...] = (1, 3)) -> list[PhaseResult]:
+def run(events: int, shard_counts: tuple[int, ...] = (1, 3), repeat: int = 1) -> list[PhaseResult]:
+    """Each shard count: ``repeat`` rounds of produce-then-consume on a fresh partitioned stream."""
     results = []
     for shards in shard_counts:
         with LocalCluster(shards) as lc:
             client = lc.client()
-            base = f"scale{uuid.uuid4().hex[:6]}"
-            ps = PartitionedStream(client, base, partitions=PARTITIONS, maxlen_approx=None)
-            ps.ensure_group(GROUP, "0")
-            for phase in ("produce", "consume"):
-                res = _phase(lc, shards, phase, events, base, ps)
-                print(
-                    f"{shards} shard(s) {phase:8s} {res.events_per_s:>8,d} events/s "
-                    f"({res.seconds:.2f}s; client CPU {res.client_cpu_s:.1f}s, "
-                    f"server CPU {res.server_cpu_s}, machine busy {res.machine_busy_s:.1f}s "
-                    f"of which other {res.other_busy_s:.1f}s)",
-                    flush=True,
-                )
-                results.append(res)
+            for _ in range(repeat):
+                base = f"scale{uuid.uuid4().hex[:6]}"
+                ps = PartitionedStream(client, base, partitions=PARTITIONS, maxlen_approx=None)
+                ps.ensure_group(GROUP, "0")
+                for phase in ("produce", "consume"):
+                    res = _phase(lc, shards, phase, events, base, ps)
+                    _print(res)
+                    results.append(res)
+                ps.delete()
             client.close()
     return results
+
+
+def _print(res: PhaseResult) -> None:
+    print(
+        f"{res.shards} shard(s) {res.phase:8s} {res.events_per_s:>8,d} events/s "
+        f"({res.seconds:.2f}s; client CPU {res.client_cpu_s:.1f}s, "
+        f"server CPU {res.server_cpu_s}, machine busy {res.machine_busy_s:.1f}s "
+        f"of which other {res.other_busy_s:.1f}s, softirq {res.softirq_s:.1f}s)",
+        flush=True,
+    )
+    for name, cpu in res.top_processes:
+        print(f"    {cpu:6.2f}s  {name}")
+
+
+def summary(results: list[PhaseResult]) -> list[dict[str, Any]]:
+    """Best and median events/s per (shards, phase): the best is the least disturbed round."""
+    rows = []
+    for key in sorted({(r.shards, r.phase) for r in results}):
+        rates = sorted(r.events_per_s for r in results if (r.shards, r.phase) == key)
+        rows.append(
+            {
+                "shards": key[0],
+                "phase": key[1],
+                "best": rates[-1],
+                "median": rates[len(rates) // 2],
+                "rounds": len(rates),
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--smoke", action="store_true", help="2,000 events, just check it runs")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per shard count")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     events = 2_000 if args.smoke else args.events
@@ -196,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{CONSUMERS} consumer processes, {os.cpu_count()} CPUs",
         flush=True,
     )
-    results = run(events)
+    results = run(events, repeat=1 if args.smoke else max(1, args.repeat))
+    rows = summary(results)
+    print("\nshards  phase     best events/s  median events/s  (rounds)")
+    for row in rows:
+        print(
+            f"{row['shards']:>6}  {row['phase']:8s} {row['best']:>14,d} {row['median']:>16,d}"
+            f"  ({row['rounds']})"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    doc = {"summary": rows, "rounds": [asdict(r) for r in results]}
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
