@@ -39,6 +39,17 @@ from .worker import DEFAULT_MAX_DELIVERIES, DEFAULT_REAP_INTERVAL_S, ConsumerWor
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "UsageError",
+    "build_parser",
+    "consumer_names",
+    "load_handler",
+    "main",
+    "parse_duration",
+    "parse_event_line",
+    "parse_handler_spec",
+]
+
 PROG: Final = "redis-streaming"
 DEFAULT_STREAM_KEY: Final = "events"
 DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
@@ -337,6 +348,7 @@ def connect(args: argparse.Namespace, socket_timeout: float | None = 10.0) -> re
 
 
 def open_stream(args: argparse.Namespace, **kwargs: Any) -> EventStream:
+    """An EventStream on ``--stream-key`` over a checked connection (no MAXLEN cap by default)."""
     socket_timeout = kwargs.pop("socket_timeout", 10.0)
     client = connect(args, socket_timeout=socket_timeout)
     kwargs.setdefault("maxlen_approx", None)
@@ -392,21 +404,22 @@ def _generated_events(
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    """``produce``: N generated events or stdin's JSON lines, in pipelined batches."""
     if (args.count is None) == (not args.stdin):
         raise UsageError("give either --count N or --stdin")
     fields = parse_fields(args.field)
     codec.encode_event(args.type, {"n": 0, **fields}, 0)
+    source: Iterator[tuple[str, dict[str, Any]]]
     if args.stdin:
-        events: list[tuple[str, dict[str, Any]]] | None = _stdin_events(args.type)
-        total = len(events) if events is not None else 0
+        events = _stdin_events(args.type)
+        total, source = len(events), iter(events)
     else:
-        events = None
         total = int(args.count)
+        source = _generated_events(total, args.type, fields)
+    # With --rate, small batches keep the pace smooth instead of bursting a whole batch.
+    batch_size = min(args.batch, max(1, int(args.rate / 10))) if args.rate else args.batch
     stream = open_stream(args)
     out = Output(args.json)
-    source: Iterator[tuple[str, dict[str, Any]]] = (
-        iter(events) if events is not None else _generated_events(total, args.type, fields)
-    )
     started = time.monotonic()
     first: str | None = None
     last: str | None = None
@@ -434,7 +447,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         task = progress.add_task("produce", total=total, rate="")
     try:
         while produced < total:
-            batch = [next(source) for _ in range(min(args.batch, total - produced))]
+            batch = [next(source) for _ in range(min(batch_size, total - produced))]
             ids = stream.produce_batch(batch, maxlen=args.maxlen, approximate=not args.exact)
             if first is None and ids:
                 first = ids[0]
@@ -466,8 +479,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
         "rate": round(produced / seconds, 1) if seconds > 0 else None,
     }
     if args.ids:
-        pass
-    elif out.json:
+        return EXIT_OK  # stdout carries only the IDs
+    if out.json:
         out.line(summary)
     else:
         out.console().print(
@@ -523,6 +536,7 @@ def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``worker``: N ConsumerWorker threads of one group until SIGTERM/SIGINT, then drain."""
     codec.validate_name(args.group, "group")
     handler = load_handler(args.handler) if args.handler else None
     names = consumer_names(args.name_prefix, args.consumers or 1, args.consumer_names)
@@ -627,6 +641,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    """``tail``: XREAD BLOCK in a loop, one JSON line per entry, no group state."""
     stream = open_stream(args, socket_timeout=args.block_ms / 1000 + 10)
     out = Output(True)
     if args.from_id is not None:
@@ -656,6 +671,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``replay``: an XRANGE range as JSON lines, fetched page by page."""
     stream = open_stream(args)
     out = Output(True)
     for n, entry in enumerate(stream.iter_replay(args.start, args.end, page=args.page)):
@@ -703,6 +719,7 @@ def inspect_data(stream: EventStream, pending_rows: int, dlq_key: str | None) ->
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """``inspect``: the stream, its groups, consumers and pending entries (tables or JSON)."""
     stream = open_stream(args)
     data = inspect_data(stream, args.pending, args.dlq_key)
     out = Output(args.json)
@@ -787,6 +804,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_trim(args: argparse.Namespace) -> int:
+    """``trim``: MAXLEN, MINID, safe trim or retain-by-age, with a report of what went."""
     stream = open_stream(args)
     before = stream.length()
     result: dict[str, Any]
@@ -831,6 +849,7 @@ def cmd_trim(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
+    """``dlq list``: dead letters with their metadata and original fields."""
     stream = open_stream(args)
     letters = DeadLetters(stream, args.dlq_key)
     rows = [dead_letter_json(e) for e in letters.list(args.start, args.end, args.limit)]
@@ -865,6 +884,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    """``dlq redrive``: move chosen dead letters back onto the stream."""
     ranged = args.start is not None or args.end is not None
     chosen = sum([bool(args.id), ranged, args.all])
     if chosen != 1:
@@ -904,6 +924,7 @@ def _demo_module() -> tuple[Any, str | None]:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    """``demo`` without the web demo: the text walk-through of redis_streaming.quickstart."""
     from . import quickstart
     from .server import connect_or_embed
 
@@ -1149,6 +1170,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("internal error")
         _fail_line(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")
         return EXIT_FAILURE
-
-
-__all__ = ["build_parser", "main", "parse_duration", "parse_event_line", "parse_handler_spec"]
