@@ -160,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         port = int(sock.getsockname()[1])
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            _say(
+                f"Warning: listening on {args.host}: anyone who can reach this port can drive "
+                "the demo. Requests must name the host via --allow-host NAME."
+            )
         config = DemoConfig(
             redis_url=url,
             stream_key=args.stream_key,

@@ -283,11 +283,14 @@ class DemoRuntime:
             with self._lock:
                 peers = [w for n, w in self._workers[group].items() if n != name and w.is_alive]
             peer = next((w for w in peers if not w.paused), peers[0] if peers else None)
+            was_paused = worker.paused
             if not worker.pause(wait=True, timeout=_PAUSE_TIMEOUT_S):
-                worker.resume()
+                if not was_paused:
+                    worker.resume()
                 raise Conflict(f"{name!r} did not finish its in-flight batch in time; try again")
             if peer is None and self.stream.pending(group, count=1, consumer=name):
-                worker.resume()
+                if not was_paused:
+                    worker.resume()
                 n = len(self.stream.pending(group, count=10_000, consumer=name))
                 raise Conflict(
                     f"{name!r} is the last consumer of {group!r} and still has {n} pending "
