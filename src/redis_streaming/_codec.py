@@ -149,8 +149,21 @@ def id_min(ids: Iterable[str]) -> str | None:
 # ---------------------------------------------------------------- events
 
 
+def _sendable(text: str) -> bool:
+    # Lone surrogates cannot be encoded as UTF-8; catch them here, before any byte is sent.
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _encode_value(key: str, value: object) -> str:
     if isinstance(value, str):
+        if not _sendable(value):
+            raise InvalidEvent(f"payload field {key!r} is not valid Unicode text: {value!r}")
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -179,9 +192,12 @@ def encode_event(
         raise InvalidEvent(f"event type must be a string, got {event_type!r}")
     if not event_type.strip():
         raise InvalidEvent("event type must not be empty")
+    if not _sendable(event_type):
+        raise InvalidEvent(f"event type is not valid Unicode text: {event_type!r}")
     if payload is None:
         payload = {}
-    if not isinstance(payload, Mapping):
+    # type() first: the ABC isinstance check costs more than the rest of a small event.
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise InvalidEvent(f"payload must be a mapping of str to str, got {type(payload).__name__}")
     fields = {"type": event_type, "ts_ms": str(ts_ms)}
     for key, value in payload.items():
@@ -191,6 +207,8 @@ def encode_event(
             raise InvalidEvent("payload keys must not be empty")
         if key in RESERVED_FIELDS:
             raise InvalidEvent(f"payload key {key!r} is reserved (type and ts_ms are set for you)")
+        if not _sendable(key):
+            raise InvalidEvent(f"payload key {key!r} is not valid Unicode text")
         fields[key] = _encode_value(key, value)
     return fields
 
@@ -199,13 +217,15 @@ def encode_batch(events: Iterable[object], ts_ms: int) -> list[dict[str, str]]:
     """Validate a whole batch of ``(event_type, payload)`` pairs before anything is sent."""
     out: list[dict[str, str]] = []
     for index, item in enumerate(events):
-        if isinstance(item, Mapping):
-            pair: tuple[Any, Any] = (
+        pair: tuple[Any, Any]
+        # Pairs first: they are the common case and cheaper to recognise than a Mapping.
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            pair = (item[0], item[1])
+        elif isinstance(item, Mapping):
+            pair = (
                 item.get("type"),
                 {k: v for k, v in item.items() if k != "type"},
             )
-        elif isinstance(item, (tuple, list)) and len(item) == 2:
-            pair = (item[0], item[1])
         else:
             raise InvalidEvent(f"batch item {index} must be (event_type, payload), got {item!r}")
         try:

@@ -48,13 +48,12 @@ def xadd_prefix(key: str, maxlen: int | None, approximate: bool) -> tuple[str, .
     return ("XADD", key, "MAXLEN", str(maxlen), "*")
 
 
-_FIELD_CACHE: dict[str, bytes] = {}
+_FIELD_CACHE: dict[str, str] = {}
 _FIELD_CACHE_MAX = 4096  # field names repeat across events; cap the cache for odd workloads
 
 
-def _bulk(text: str) -> bytes:
-    raw = text.encode()
-    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+def _bulk(text: str) -> str:
+    return f"${len(text.encode())}\r\n{text}\r\n"
 
 
 def pack_xadd_batch(
@@ -62,20 +61,21 @@ def pack_xadd_batch(
 ) -> bytes:
     """All XADDs of a batch as one buffer, ready for a single ``sendall``.
 
-    Built by hand rather than per-command: the shared prefix is encoded once and field names
-    come from a small cache, which halves the packing cost of a typical 2-4 field event.
+    Built as one str and encoded once: the shared prefix is formatted once, field names come
+    from a small cache, and an ASCII value's length needs no encoding. About twice as fast as
+    packing each command separately.
     """
     prefix = xadd_prefix(key, maxlen, approximate)
-    prefix_bytes = b"".join([_bulk(arg) for arg in prefix])
-    headers: dict[int, bytes] = {}
+    prefix_text = "".join([_bulk(arg) for arg in prefix])
+    headers: dict[int, str] = {}
     names = _FIELD_CACHE
-    out: list[bytes] = []
+    out: list[str] = []
     put = out.append
     for fields in batch:
         n = len(fields)
         head = headers.get(n)
         if head is None:
-            head = headers[n] = b"*%d\r\n" % (len(prefix) + 2 * n) + prefix_bytes
+            head = headers[n] = f"*{len(prefix) + 2 * n}\r\n{prefix_text}"
         put(head)
         for name, value in fields.items():
             packed = names.get(name)
@@ -83,10 +83,10 @@ def pack_xadd_batch(
                 packed = _bulk(name)
                 if len(names) < _FIELD_CACHE_MAX:
                     names[name] = packed
-            raw = value.encode()
             put(packed)
-            put(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    return b"".join(out)
+            # The RESP length counts UTF-8 bytes; for ASCII that is the str length.
+            put(f"${len(value) if value.isascii() else len(value.encode())}\r\n{value}\r\n")
+    return "".join(out).encode()
 
 
 def pack_ack_read(
