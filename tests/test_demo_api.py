@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from redis_streaming import EmbeddedServer
-from redis_streaming.demo import DemoConfig, create_app
+from redis_streaming.demo import DemoConfig, create_app, params
+from redis_streaming.demo import app as demo_app
 from redis_streaming.demo.runtime import DemoRuntime
 
 AppFactory = Callable[..., TestClient]
@@ -394,6 +395,23 @@ def test_dead_letters_are_listed(make_app: AppFactory) -> None:
     assert group(doc, "notifications")["pending"] == 0
 
 
+def test_autoclaim_reports_entries_trimmed_before_anyone_handled_them(api: TestClient) -> None:
+    strand(api, "notifications", "worker-a", 3)
+    lost = sorted(p["id"] for p in state(api)["pending"] if p["group"] == "notifications")
+    r = api.post("/trim", json={"maxlen": 0, "approximate": False})
+    assert r.json()["length"] == 0
+    body = api.post(
+        "/autoclaim", json={"group": "notifications", "consumer": "worker-b", "min_idle_ms": 0}
+    ).json()
+    assert (body["claimed"], body["processed"]) == (0, 0)
+    assert sorted(body["deleted"]) == lost
+    doc = state(api)
+    assert group(doc, "notifications")["pending"] == 0
+    # The loss is on record: one dead letter per trimmed ID.
+    letters = api.get("/dlq").json()["entries"]
+    assert sorted(e["fields"]["dlq.original_id"] for e in letters) == lost
+
+
 def test_metrics_and_health(api: TestClient) -> None:
     api.post("/produce", json={"count": 5})
     wait_until(drained(api, 5), what="drain")
@@ -549,3 +567,51 @@ def test_redis_unreachable_answers_503(private_server: EmbeddedServer, key: str)
         )
         feed = api.get("/events", params={"limit": 1})
         assert "event: unavailable" in feed.text and "Redis unreachable" in feed.text
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("application/json", b'{"count": 3}', {"count": 3}),
+        (
+            "application/x-www-form-urlencoded",
+            b"count=3&type=order.paid",
+            {
+                "count": "3",
+                "type": "order.paid",
+            },
+        ),
+        ("", b"", {}),
+        ("text/plain", b'{"a": "b"}', {"a": "b"}),
+    ],
+)
+def test_parse_body(content_type: str, body: bytes, expected: dict[str, Any]) -> None:
+    assert params.parse_body(content_type, body) == expected
+
+
+def test_parse_body_refuses_multipart() -> None:
+    with pytest.raises(params.BadBody, match="multipart"):
+        params.parse_body("multipart/form-data; boundary=x", b"--x--")
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("127.0.0.1:8083", True),
+        ("localhost:8083", True),
+        ("LOCALHOST:8083", True),
+        ("[::1]:8083", True),
+        ("localhost", True),
+        ("localhost:8084", False),
+        ("localhost.attacker.example:8083", False),
+        ("192.168.1.5:8083", False),
+        ("", False),
+        ("[broken", False),
+    ],
+)
+def test_host_header_rules(host: str, ok: bool) -> None:
+    config = DemoConfig(redis_url="redis://127.0.0.1:1/0")
+    assert demo_app._host_ok(host, config, config.host_names()) is ok
