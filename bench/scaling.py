@@ -203,6 +203,10 @@ def run(events: int, shard_counts: tuple[int, ...] = (1, 3), repeat: int = 1) ->
     results = []
     for shards in shard_counts:
         with LocalCluster(shards) as lc:
+            # {p0}..{p5} hash 4/1/1 onto 3 masters; move slots so each master gets 2.
+            keys = PartitionedStream(None, "x", partitions=PARTITIONS).keys
+            moved = lc.spread(keys)
+            print(f"{shards} shard(s): moved {moved} partition slots to spread them", flush=True)
             client = lc.client()
             for _ in range(repeat):
                 base = f"scale{uuid.uuid4().hex[:6]}"

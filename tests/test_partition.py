@@ -209,6 +209,12 @@ def test_events_spread_over_all_shards_and_one_key_keeps_one_partition(
     assert ps.stream(ps.partition_index("order-0")).tail(1)[0].id == single
     assert ps.partition_for("order-0") == ps.keys[ps.partition_index("order-0")]
     assert ps.length() == 601
+    # {p0}..{p5} land unevenly; moving slots (with their data) evens the shards out.
+    assert ps.slots() == [key_slot(k) for k in ps.keys]
+    cluster.spread(ps.keys)
+    per_master = Counter(cluster.node_for_key(k).node_id for k in ps.keys)
+    assert sorted(per_master.values()) == [2, 2, 2]
+    assert ps.length() == 601
     ps.delete()
 
 

@@ -378,6 +378,21 @@ class LocalCluster:
         self.wait_ok(timeout)
         return result[0]
 
+    def spread(self, keys: Sequence[str]) -> int:
+        """Move the slots of ``keys`` so they sit round robin on the masters; returns moves.
+
+        Hash tags such as ``{p0}``..``{p5}`` can land unevenly (4/1/1 on 3 masters); an
+        operator fixes that by moving slots, which is what this does.
+        """
+        masters = self.masters()
+        moves = 0
+        slots = [key_slot(k) for k in keys]
+        for slot, index in zip(slots, plan_spread(slots, len(masters)), strict=True):
+            if self.node_for_slot(slot) is not masters[index]:
+                self.migrate_slot(slot, masters[index])
+                moves += 1
+        return moves
+
     def migrate_slot(
         self,
         slot: int,
@@ -411,6 +426,11 @@ class LocalCluster:
         self.wait_ok()
         logger.info("migrated slot %d (%d keys) from %s to %s", slot, moved, source, target)
         return moved
+
+
+def plan_spread(slots: Sequence[int], masters: int) -> list[int]:
+    """Which master (by index) each slot should live on so they spread round robin (pure)."""
+    return [i % masters for i in range(len(slots))]
 
 
 def key_slot(key: str | bytes) -> int:

@@ -233,6 +233,12 @@ class PartitionedStream:
         """The stream key of the partition ``key`` routes to (stable across processes)."""
         return self.keys[self.partition_index(key)]
 
+    def slots(self) -> list[int]:
+        """The cluster hash slot of each partition (pure: CRC16 of its hash tag)."""
+        from redis.crc import key_slot
+
+        return [int(key_slot(k.encode())) for k in self.keys]
+
     def stream(self, i: int) -> EventStream:
         """The EventStream of partition ``i``."""
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.keys):
