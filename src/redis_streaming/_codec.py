@@ -161,6 +161,12 @@ def _sendable(text: str) -> bool:
 
 
 def _encode_value(key: str, value: object) -> str:
+    kind = type(value)
+    # Exact-type fast paths for the common cases; subclasses take the checks below.
+    if kind is str and value.isascii():  # type: ignore[attr-defined]
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return str(value)
     if isinstance(value, str):
         if not _sendable(value):
             raise InvalidEvent(f"payload field {key!r} is not valid Unicode text: {value!r}")
@@ -207,7 +213,7 @@ def encode_event(
             raise InvalidEvent("payload keys must not be empty")
         if key in RESERVED_FIELDS:
             raise InvalidEvent(f"payload key {key!r} is reserved (type and ts_ms are set for you)")
-        if not _sendable(key):
+        if not (key.isascii() or _sendable(key)):
             raise InvalidEvent(f"payload key {key!r} is not valid Unicode text")
         fields[key] = _encode_value(key, value)
     return fields
