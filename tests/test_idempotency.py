@@ -51,9 +51,10 @@ def test_failure_releases_the_guard(guard: OnceGuard, key: str) -> None:
 def test_live_lease_blocks_and_expired_lease_frees(client: redis.Redis, key: str) -> None:
     guard = OnceGuard(client, prefix=f"once:{key}:", ttl_s=60, lease_s=0.2)
     k = guard.key(key, "g", "7-0")
-    client.set(k, "someone-elses-token", px=200)  # a runner that died mid-run
+    client.set(k, "someone-elses-token")  # a runner that died mid-run
     with pytest.raises(AlreadyRunning):
         guard.run(key, "g", "7-0", lambda: None)
+    client.pexpire(k, 50)  # its lease runs out
     wait_until(lambda: client.exists(k) == 0)
     assert guard.run(key, "g", "7-0", lambda: None)[0]
     guard.forget(key, "g", "7-0")
