@@ -223,6 +223,11 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
     async def _streaming(request: Request, exc: StreamingError) -> JSONResponse:
         return _error(500, str(exc), type(exc).__name__)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error in %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "internal")
+
     # ------------------------------------------------------------ page
 
     @app.get("/", include_in_schema=False)
