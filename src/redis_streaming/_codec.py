@@ -388,3 +388,9 @@ def parse_pending_range(raw: Iterable[Any] | None) -> list[PendingEntry]:
         else:
             out.append(PendingEntry(to_str(row[0]), to_str(row[1]), int(row[2]), int(row[3])))
     return out
+
+
+def parse_time_ms(raw: Any) -> int:
+    """The server's TIME reply (seconds, microseconds) as milliseconds since the epoch."""
+    seconds, micros = raw
+    return int(seconds) * 1000 + int(micros) // 1000

@@ -224,12 +224,7 @@ def classify_group(
 # ------------------------------------------------------------------ I/O part
 
 
-def _server_ms(raw: Any) -> int:
-    seconds, micros = raw
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-def _ok_or_empty(value: Any, empty: Any) -> Any:
+def reply_or_empty(value: Any, empty: Any) -> Any:
     """A pipelined reply, with "no such key"/NOGROUP as ``empty``; other errors raise."""
     if isinstance(value, Exception):
         if is_missing_key(value):
@@ -263,8 +258,8 @@ def check_health(
         for reply in (t, dl):
             if isinstance(reply, Exception):
                 raise translate(reply)
-        info = codec.parse_stream_info(stream.key, _ok_or_empty(raw_info, None))
-        groups = codec.parse_groups(_ok_or_empty(raw_groups, []))
+        info = codec.parse_stream_info(stream.key, reply_or_empty(raw_info, None))
+        groups = codec.parse_groups(reply_or_empty(raw_groups, []))
         rows: list[Any] = []
         if groups:
             pipe = client.pipeline(transaction=False)
@@ -274,11 +269,11 @@ def check_health(
             rows = pipe.execute(raise_on_error=False)
     except rex.RedisError as exc:
         raise translate(exc) from exc
-    now = _server_ms(t)
+    now = codec.parse_time_ms(t)
     out: list[GroupHealth] = []
     for i, g in enumerate(groups):
-        pending_rows = codec.parse_pending_range(_ok_or_empty(rows[2 * i], []))
-        consumers = codec.parse_consumers(_ok_or_empty(rows[2 * i + 1], []))
+        pending_rows = codec.parse_pending_range(reply_or_empty(rows[2 * i], []))
+        consumers = codec.parse_consumers(reply_or_empty(rows[2 * i + 1], []))
         before = previous.group(g.name) if previous is not None else None
         out.append(
             classify_group(

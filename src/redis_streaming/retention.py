@@ -16,13 +16,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import redis.exceptions as rex
 
 from . import _codec as codec
 from ._errors import InvalidOption, is_missing_key, translate
 from ._model import GroupInfo
+from .health import reply_or_empty
 
 if TYPE_CHECKING:
     from .stream import EventStream
@@ -155,14 +156,6 @@ def lower_id(a: str, b: str) -> str:
 # ------------------------------------------------------------------ I/O part
 
 
-def _reply(value: Any, empty: Any) -> Any:
-    if isinstance(value, Exception):
-        if is_missing_key(value):
-            return empty
-        raise translate(value)
-    return value
-
-
 def group_limits(stream: EventStream) -> list[GroupLimit]:
     """Every group's limit, read in two pipelined round trips."""
     client = stream.client
@@ -186,7 +179,7 @@ def group_limits(stream: EventStream) -> list[GroupLimit]:
         raise translate(exc) from exc
     out = []
     for g, summary in zip(groups, summaries, strict=True):
-        summary = _reply(summary, {})
+        summary = reply_or_empty(summary, {})
         oldest = summary.get("min") if summary and summary.get("pending") else None
         out.append(group_limit(g, None if oldest is None else codec.to_str(oldest)))
     return out
@@ -288,10 +281,9 @@ def trim_safe(
 def server_time_ms(stream: EventStream) -> int:
     """The server's clock in ms (so age limits do not depend on this host's clock)."""
     try:
-        seconds, micros = stream.client.time()
+        return codec.parse_time_ms(stream.client.time())
     except rex.RedisError as exc:
         raise translate(exc) from exc
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def retain(
