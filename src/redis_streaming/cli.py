@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
@@ -30,9 +29,19 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
+from ._cli_input import (
+    UsageError,
+    consumer_names,
+    dead_letter_json,
+    entry_json,
+    parse_duration,
+    parse_event_line,
+    parse_fields,
+    parse_handler_spec,
+)
 from ._errors import InvalidInput, RedisUnavailable, StreamingError, translate
 from ._model import Entry
-from .deadletter import META_PREFIX, DeadLetters, original_fields
+from .deadletter import DeadLetters
 from .server import DEFAULT_REDIS_URL, display_url, validate_url
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream, now_ms
 from .worker import DEFAULT_MAX_DELIVERIES, DEFAULT_REAP_INTERVAL_S, ConsumerWorker
@@ -59,13 +68,6 @@ EXIT_BAD_INPUT: Final = 2
 EXIT_UNAVAILABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class UsageError(InvalidInput):
-    """A command-line value the CLI itself rejects (exit code 2)."""
-
 
 class CliParser(argparse.ArgumentParser):
     """argparse with one-line errors: ``redis-streaming: error: ...`` and exit code 2."""
@@ -75,35 +77,12 @@ class CliParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
-# ---------------------------------------------------------------- pure helpers
+# ---------------------------------------------------------------- helpers (pure ones: _cli_input)
 
 
 def _fail_line(message: str) -> None:
     one_line = " ".join(str(message).split())
     print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
-
-
-def parse_duration(text: str) -> float:
-    """``"24h"``, ``"30m"``, ``"90s"``, ``"500ms"``, ``"7d"`` or bare seconds -> seconds."""
-    m = _DURATION_RE.match(text or "")
-    if m is None:
-        raise UsageError(f"not a duration: {text!r} (examples: 90s, 30m, 24h, 7d)")
-    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
-    if seconds <= 0:
-        raise UsageError(f"duration must be positive: {text!r}")
-    return seconds
-
-
-def parse_handler_spec(spec: str) -> tuple[str, str]:
-    """``"package.module:function"`` -> (module, attribute path). Raises UsageError."""
-    module, sep, attr = (spec or "").partition(":")
-    if not sep or not module or not attr:
-        raise UsageError(f"--handler must look like module:function, got {spec!r}")
-    if not all(part.isidentifier() for part in module.split(".")) or not all(
-        part.isidentifier() for part in attr.split(".")
-    ):
-        raise UsageError(f"--handler must look like module:function, got {spec!r}")
-    return module, attr
 
 
 def load_handler(spec: str) -> Callable[[Entry], Any]:
@@ -126,84 +105,6 @@ def load_handler(spec: str) -> Callable[[Entry], Any]:
     if not callable(target):
         raise UsageError(f"handler {spec!r} is not callable ({type(target).__name__})")
     return target  # type: ignore[no-any-return]
-
-
-def parse_event_line(line: str, lineno: int, default_type: str) -> tuple[str, dict[str, Any]]:
-    """One stdin JSON line -> (event type, payload), validated as the library would encode it.
-
-    Accepted shapes: ``{"type": "t", "payload": {...}}`` or a flat object whose optional
-    ``type`` key names the event type (else ``default_type``) and whose other keys are the payload.
-    """
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"stdin line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-        ) from None
-    if not isinstance(obj, dict):
-        raise UsageError(f"stdin line {lineno}: expected a JSON object, got {type(obj).__name__}")
-    event_type = obj.pop("type", default_type)
-    if set(obj) == {"payload"} and isinstance(obj["payload"], dict):
-        payload: dict[str, Any] = obj["payload"]
-    else:
-        payload = obj
-    try:
-        codec.encode_event(event_type, payload, 0)
-    except InvalidInput as exc:
-        raise UsageError(f"stdin line {lineno}: {exc}") from None
-    return event_type, payload
-
-
-def parse_fields(pairs: Sequence[str]) -> dict[str, str]:
-    """``["k=v", ...]`` from ``--field`` -> a dict; raises UsageError for a pair without ``=``."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--field must look like key=value, got {pair!r}")
-        out[key] = value
-    return out
-
-
-def consumer_names(prefix: str | None, count: int, explicit: str | None) -> list[str]:
-    """Stable consumer names: ``--consumer-names a,b`` or ``<prefix>-0 .. <prefix>-(n-1)``.
-
-    Stable names let a restarted worker replay its own pending entries first.
-    """
-    if explicit:
-        names = [n.strip() for n in explicit.split(",") if n.strip()]
-        if not names:
-            raise UsageError("--consumer-names is empty")
-        if len(set(names)) != len(names):
-            raise UsageError(f"--consumer-names has duplicates: {explicit!r}")
-    else:
-        base = prefix or socket.gethostname() or "worker"
-        names = [f"{base}-{i}" for i in range(count)]
-    for name in names:
-        codec.validate_name(name, "consumer name")
-    return names
-
-
-def entry_json(entry: Entry) -> dict[str, Any]:
-    """The JSON line shape of an entry: ``{"id": ..., "fields": {...}}``."""
-    return {"id": entry.id, "fields": dict(entry.fields)}
-
-
-def dead_letter_json(entry: Entry) -> dict[str, Any]:
-    """The JSON line shape of a dead letter: its metadata plus the original fields."""
-    meta = {k[len(META_PREFIX) :]: v for k, v in entry.fields.items() if k.startswith(META_PREFIX)}
-    deliveries = meta.get("deliveries", "")
-    return {
-        "id": entry.id,
-        "original_id": meta.get("original_id"),
-        "group": meta.get("group"),
-        "consumer": meta.get("consumer"),
-        "deliveries": int(deliveries) if deliveries.isdigit() else None,
-        "reason": meta.get("reason"),
-        "error": meta.get("error") or None,
-        "at_ms": int(meta["at_ms"]) if meta.get("at_ms", "").isdigit() else None,
-        "fields": original_fields(entry),
-    }
 
 
 # ---------------------------------------------------------------- argparse types
@@ -539,7 +440,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """``worker``: N ConsumerWorker threads of one group until SIGTERM/SIGINT, then drain."""
     codec.validate_name(args.group, "group")
     handler = load_handler(args.handler) if args.handler else None
-    names = consumer_names(args.name_prefix, args.consumers or 1, args.consumer_names)
+    prefix = args.name_prefix or socket.gethostname()
+    names = consumer_names(prefix, args.consumers or 1, args.consumer_names)
     if args.consumers is not None and len(names) != args.consumers:
         raise UsageError(f"--consumers {args.consumers} but {len(names)} --consumer-names")
     reap_interval = args.reap_interval if args.reap_interval > 0 else None
