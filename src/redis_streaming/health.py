@@ -249,12 +249,18 @@ def check_health(
     dlq = codec.validate_name(dead_letter_key or stream.key + ":dlq", "dead-letter key")
     client = stream.client
     try:
+        # A cluster pipeline cannot carry TIME (no key to route it by): ask for it apart.
+        cluster = hasattr(client, "get_nodes")
         pipe = client.pipeline(transaction=False)
-        pipe.time()
+        if not cluster:
+            pipe.time()
         pipe.xinfo_stream(stream.key)
         pipe.xinfo_groups(stream.key)
         pipe.xlen(dlq)
-        t, raw_info, raw_groups, dl = pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+        if cluster:
+            replies = [client.time(), *replies]
+        t, raw_info, raw_groups, dl = replies
         for reply in (t, dl):
             if isinstance(reply, Exception):
                 raise translate(reply)
