@@ -256,6 +256,10 @@ def test_inspection_replay_trim_and_dead_letters_per_partition(cclient: Any, bas
     try:
         wait_until(lambda: sum(ps.dead_letter_counts()) == len(failing), 30, "dead letters")
         wait_until(lambda: ps.info_groups()[0].pending == 0, 10, "no pending")
+        collectors = ps.metrics(pool.workers())
+        assert len(collectors) == 4
+        text = b"".join(m.render()[0] for m in collectors).decode()
+        assert f'redis_streaming_dead_letters{{stream="{ps.keys[0]}"}}' in text
     finally:
         pool.stop()
     (g,) = ps.info_groups()

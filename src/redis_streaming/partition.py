@@ -259,7 +259,11 @@ class PartitionedStream:
         self, event_type: str, payload: Mapping[str, Any] | None = None, *, key: str | int
     ) -> str:
         """XADD one event to the partition of ``key``; returns its ID within that partition."""
-        return self.streams[self.partition_index(key)].produce(event_type, payload)
+        stream = self.streams[self.partition_index(key)]
+        try:
+            return stream.produce(event_type, payload)
+        except REDIS_FAILURES as exc:  # cluster-level errors are not RedisError subclasses
+            raise translate(exc) from exc
 
     def produce_batch(
         self, events_with_keys: Iterable[tuple[str | int, str, Mapping[str, Any] | None]]
