@@ -180,15 +180,6 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def measure(repeat: int, run: Callable[[], tuple[int, float]]) -> tuple[float, list[float]]:
-    """Run ``run`` (returns (events, seconds)) ``repeat`` times; median events/s and samples."""
-    samples = []
-    for _ in range(repeat):
-        n, seconds = run()
-        samples.append(rate(n, seconds))
-    return statistics.median(samples), samples
-
-
 def wait_until(pred: Callable[[], bool], timeout: float, poll: float = 0.002) -> bool:
     """Poll ``pred`` until true or ``timeout``; True if it became true."""
     deadline = time.monotonic() + timeout
@@ -197,3 +188,34 @@ def wait_until(pred: Callable[[], bool], timeout: float, poll: float = 0.002) ->
             return True
         time.sleep(poll)
     return pred()
+
+
+def interleaved(
+    scenario: str,
+    server: str,
+    repeat: int,
+    variants: list[tuple[str, int, Callable[[], tuple[int, float]], str]],
+) -> list[Row]:
+    """Run every variant once per round, ``repeat`` rounds, and report each one's median.
+
+    Interleaving (rather than all runs of one variant, then the next) spreads a burst of
+    background load across variants, so the ratios between them stay honest.
+    """
+    samples: dict[str, list[float]] = {name: [] for name, _n, _fn, _note in variants}
+    for _ in range(repeat):
+        for name, _n, fn, _note in variants:
+            done, seconds = fn()
+            samples[name].append(rate(done, seconds))
+    return [
+        Row(
+            scenario,
+            server,
+            name,
+            statistics.median(samples[name]),
+            "events/s",
+            n,
+            samples[name],
+            note,
+        )
+        for name, n, _fn, note in variants
+    ]

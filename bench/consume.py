@@ -14,7 +14,7 @@ from typing import Any
 
 from redis_streaming import ConsumerWorker, EventStream
 
-from ._common import Row, Scale, Server, fill, fresh_key, measure, wait_until
+from ._common import Row, Scale, Server, fill, fresh_key, interleaved, wait_until
 
 COUNT = 100  # the raw loop's XREADGROUP COUNT; the worker gets the same for a fair ratio
 
@@ -138,31 +138,49 @@ def _walrus(server: Server, n: int) -> tuple[int, float]:
 
 
 def run(server: Server, scale: Scale) -> list[Row]:
-    rows: list[Row] = []
     fast, slow, fs = scale.consume_fast, scale.consume_slow, scale.consume_faststream
-
-    def add(name: str, n: int, fn: Any, note: str = "") -> None:
-        value, samples = measure(scale.repeat, fn)
-        rows.append(Row("consume", server.kind, name, value, "events/s", n, samples, note))
-
-    add(
-        f"raw redis-py XREADGROUP COUNT {COUNT} + one XACK per batch",
-        fast,
-        lambda: _raw_batched(server, fast),
+    return interleaved(
+        "consume",
+        server.kind,
+        scale.repeat,
+        [
+            (
+                f"raw redis-py XREADGROUP COUNT {COUNT} + one XACK per batch",
+                fast,
+                lambda: _raw_batched(server, fast),
+                "",
+            ),
+            (
+                f"ConsumerWorker count={COUNT}",
+                fast,
+                lambda: _worker(server, fast, count=COUNT),
+                "ConsumerWorker: reaper, max_deliveries and dead letters on; "
+                "each batch's XACK rides with the next read",
+            ),
+            ("ConsumerWorker default count", fast, lambda: _worker(server, fast), ""),
+            (
+                "raw redis-py, guide loop (one XACK per entry)",
+                slow,
+                lambda: _raw_guide(server, slow),
+                "",
+            ),
+            (
+                "FastStream StreamSub group, default",
+                fs,
+                lambda: _faststream(server, fs, False),
+                f"FastStream default drains {fs:,} entries; batch=True drains {fast // 2:,}",
+            ),
+            (
+                f"FastStream StreamSub group, batch=True max_records={COUNT}",
+                fast // 2,
+                lambda: _faststream(server, fast // 2, True),
+                "",
+            ),
+            (
+                f"walrus ConsumerGroup read(count={COUNT}) + ack",
+                fast,
+                lambda: _walrus(server, fast),
+                "",
+            ),
+        ],
     )
-    add(
-        f"ConsumerWorker count={COUNT}",
-        fast,
-        lambda: _worker(server, fast, count=COUNT),
-        "reaper, max_deliveries and dead letters on; ack rides with the next read",
-    )
-    add("ConsumerWorker default count", fast, lambda: _worker(server, fast))
-    add("raw redis-py, guide loop (one XACK per entry)", slow, lambda: _raw_guide(server, slow))
-    add("FastStream StreamSub group, default", fs, lambda: _faststream(server, fs, False))
-    add(
-        f"FastStream StreamSub group, batch=True max_records={COUNT}",
-        fast // 2,
-        lambda: _faststream(server, fast // 2, True),
-    )
-    add(f"walrus ConsumerGroup read(count={COUNT}) + ack", fast, lambda: _walrus(server, fast))
-    return rows

@@ -13,7 +13,7 @@ import time
 
 from redis_streaming import EventStream
 
-from ._common import Row, Scale, Server, fresh_key, measure, raw_fields, sample_events
+from ._common import Row, Scale, Server, fresh_key, interleaved, raw_fields, sample_events
 
 CAP = 2000  # EventStream's default MAXLEN ~ cap, used by every variant
 
@@ -95,29 +95,28 @@ def redis_benchmark_xadd(server: Server, n: int) -> float | None:
 
 
 def run(server: Server, scale: Scale) -> list[Row]:
-    rows: list[Row] = []
     size = scale.batch_size
-
-    def add(name: str, n: int, fn: object, note: str = "") -> None:
-        value, samples = measure(scale.repeat, fn)  # type: ignore[arg-type]
-        rows.append(Row("produce", server.kind, name, value, "events/s", n, samples, note))
-
-    add(
-        "raw redis-py single XADD",
-        scale.produce_single,
-        lambda: _raw_single(server, scale.produce_single),
-    )
-    add("produce()", scale.produce_single, lambda: _produce(server, scale.produce_single))
-    add(
-        f"raw redis-py pipelined XADD x{size}",
-        scale.produce_batch,
-        lambda: _raw_pipelined(server, scale.produce_batch, size),
-    )
-    add(
-        f"produce_batch() x{size}",
-        scale.produce_batch,
-        lambda: _produce_batch(server, scale.produce_batch, size),
-        "validates every event first; hand-packed XADDs",
+    single, many = scale.produce_single, scale.produce_batch
+    rows = interleaved(
+        "produce",
+        server.kind,
+        scale.repeat,
+        [
+            ("raw redis-py single XADD", single, lambda: _raw_single(server, single), ""),
+            ("produce()", single, lambda: _produce(server, single), ""),
+            (
+                f"raw redis-py pipelined XADD x{size}",
+                many,
+                lambda: _raw_pipelined(server, many, size),
+                "",
+            ),
+            (
+                f"produce_batch() x{size}",
+                many,
+                lambda: _produce_batch(server, many, size),
+                "validates every event first; hand-packed XADDs",
+            ),
+        ],
     )
     rb = redis_benchmark_xadd(server, scale.redis_benchmark_n)
     if rb is not None:

@@ -17,9 +17,7 @@ def _one_round(server: Server, scale: Scale) -> float:
     client = server.client()
     stream = EventStream(client, fresh_key("recovery"), claim_min_idle_ms=scale.recovery_claim_ms)
     stream.ensure_group("g", "$")
-    peer = ConsumerWorker(
-        stream, "g", "peer", block_ms=100, reap_interval=scale.recovery_reap_s
-    ).start()
+    peer = ConsumerWorker(stream, "g", "peer", reap_interval=scale.recovery_reap_s).start()
     try:
         wait_until(lambda: bool(stream.info_consumers("g")), timeout=10)
         # The peer steps aside while the doomed consumer takes the batch, so it cannot read it.

@@ -166,10 +166,13 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        top = max([_value(rows, s, scenario, n) or 1 for s in servers for n in names] or [1])
+        ax.set_xlim(right=top * 3)  # room for the value labels
         ax.set_xlabel("events/s (log scale, higher is better)")
         ax.set_title(f"{scenario}: events/s, one process, local server")
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
