@@ -148,6 +148,9 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         for r in rows:
             if r["scenario"] == scenario and r["unit"] == "events/s" and r["name"] not in names:
                 names.append(r["name"])
+        if not names:
+            ax.set_visible(False)
+            continue
         height = 0.8 / max(1, len(servers))
         for i, server in enumerate(servers):
             values = [_value(rows, server, scenario, n) or 0 for n in names]
