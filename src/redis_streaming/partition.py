@@ -532,6 +532,7 @@ class PartitionedConsumerPool:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._live: list[str] = []
+        self._started: list[_LeasedWorker] = []
         self.rebalances = 0
 
     def __repr__(self) -> str:
@@ -625,6 +626,19 @@ class PartitionedConsumerPool:
         """Entries handled and acked by workers that are running now."""
         return sum(w.processed + w.reaped for w in self.workers())
 
+    def totals(self) -> dict[str, int]:
+        """Counters summed over every worker this pool ever ran (current and retired)."""
+        with self._lock:
+            workers = list(self._started)
+        out = {"processed": 0, "reaped": 0, "failed": 0, "dead_lettered": 0, "workers": 0}
+        for w in workers:
+            out["processed"] += w.processed
+            out["reaped"] += w.reaped
+            out["failed"] += w.failed
+            out["dead_lettered"] += w.dead_lettered
+            out["workers"] += 1
+        return out
+
     # ------------------------------------------------------------ coordination
 
     def _eval(self, script: str, key: str, *args: Any) -> Any:
@@ -700,6 +714,7 @@ class PartitionedConsumerPool:
             **self.worker_options,
         )
         m.leases[p] = lease
+        self._started.append(lease.worker)
         lease.worker.start()
         logger.info("pool %s: %s took partition %d", self.group, m.name, p)
 
