@@ -34,7 +34,7 @@ from redis_streaming import (
     PartitionedStream,
     StreamingError,
 )
-from redis_streaming.cluster_server import key_slot
+from redis_streaming.cluster_server import key_slot, plan_spread, slot_ranges
 from redis_streaming.partition import assign, partition_index
 from redis_streaming.server import redis_binary, valkey_binary
 
@@ -154,6 +154,16 @@ def test_assignment_is_deterministic_and_complete() -> None:
     assert assign(["c", "a", "b"], 8) == plan
     assert assign([], 4) == {}
     assert sorted(p for ps in assign(["x", "y"], 5).values() for p in ps) == list(range(5))
+
+
+def test_slot_ranges_cover_every_slot_once() -> None:
+    for masters in (1, 3, 7):
+        ranges = slot_ranges(masters)
+        assert ranges[0][0] == 0 and ranges[-1][1] == 16383
+        assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+    with pytest.raises(InvalidOption):
+        slot_ranges(0)
+    assert plan_spread([5, 9, 1, 7], 3) == [0, 1, 2, 0]
 
 
 def test_bad_input_is_rejected_before_anything_is_sent(cclient: Any, base: str) -> None:
