@@ -613,3 +613,25 @@ def test_resharding_a_slot_while_consuming_loses_nothing(vcluster: LocalCluster)
     assert int(target.call("EXISTS", ps.keys[0])) == 1
     ps.delete()
     c.close()
+
+
+def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
+    """``python -m bench.scaling --smoke`` runs end to end (figures come from full runs only)."""
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    assert {(r["shards"], r["phase"]) for r in doc["summary"]} == {
+        (1, "produce"),
+        (1, "consume"),
+        (3, "produce"),
+        (3, "consume"),
+    }
+    assert all(r["events"] == 2000 and r["events_per_s"] > 0 for r in doc["rounds"])
