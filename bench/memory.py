@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from ._common import Row, Scale, Server, fill, fresh_key
 
@@ -63,6 +64,7 @@ def child(mode: str, url: str, key: str, n: int) -> dict[str, float]:
 def _measure(server: Server, mode: str, key: str, n: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.memory", mode, server.url, key, str(n)],
+        cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         timeout=1200,

@@ -1,7 +1,8 @@
 """Profile scenario: where a worker's time goes, sampled with pyinstrument.
 
-It runs the worker's own read -> handle -> ack steps (_read, _handle) in the main thread, the
-same calls its thread makes, because pyinstrument samples the thread it starts in.
+It must not be read as a throughput figure (sampling slows the code down). It runs the worker's
+own read -> handle -> ack steps (_read, _handle) in the main thread, the same calls its thread
+makes, because pyinstrument samples the thread it starts in.
 """
 
 from __future__ import annotations

@@ -212,11 +212,17 @@ def supports(client: object) -> bool:
     )
 
 
+try:  # the marker redis-py's hiredis reader returns while a reply is incomplete
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: use read_response
+    _NOT_ENOUGH_DATA = None
+
+
 def _read_replies(conn: Any, replies: int) -> list[Any]:
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
-    if reader is None or getattr(conn, "protocol", 2) not in (2, "2"):
-        # Not hiredis on RESP2: let redis-py read each reply (slower, handles push frames).
+    if reader is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
+        # No hiredis reader to drive directly: let redis-py read each reply (slower).
         out: list[Any] = []
         for _ in range(replies):
             try:
@@ -225,18 +231,23 @@ def _read_replies(conn: Any, replies: int) -> list[Any]:
                 out.append(exc)
         return out
     # redis-py's hiredis reader returns error replies as exception objects; reading it
-    # directly skips per-reply bookkeeping that costs more than the parse itself.
+    # directly skips per-reply bookkeeping that costs more than the parse itself. RESP3 push
+    # frames (invalidations, maintenance notices) go to redis-py's own handler, as it would.
+    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
     fill = parser.read_from_socket
     gets = reader.gets
     out = []
     append = out.append
-    for _ in range(replies):
+    while len(out) < replies:
         reply = gets()
-        while reply is False:
+        while reply is _NOT_ENOUGH_DATA:
             fill()
             reply = gets()
         if isinstance(reply, rex.ConnectionError):
             raise reply
+        if push_type is not None and isinstance(reply, push_type):
+            parser.handle_push_response(reply)
+            continue
         append(reply)
     return out
 

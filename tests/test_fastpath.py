@@ -1,0 +1,133 @@
+"""Tests for the hot path in _fastpath: hand-packed commands and directly parsed replies.
+
+They pin byte-for-byte equality with redis-py/hiredis packing and behaviour parity with the plain
+paths on real servers; they measure no speed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import hiredis
+import pytest
+import redis
+
+from redis_streaming import ConsumerWorker, Entry, EventStream, InvalidEvent, StreamingError
+from redis_streaming import _fastpath as fp
+from redis_streaming.server import EmbeddedServer
+
+
+def _reference(key: str, batch: list[dict[str, str]], cap: int | None, approx: bool) -> bytes:
+    prefix = fp.xadd_prefix(key, cap, approx)
+    return b"".join(
+        hiredis.pack_command((*prefix, *[x for kv in fields.items() for x in kv]))
+        for fields in batch
+    )
+
+
+@pytest.mark.parametrize("cap", [None, 7])
+@pytest.mark.parametrize("approx", [True, False])
+def test_pack_xadd_batch_matches_hiredis(cap: int | None, approx: bool) -> None:
+    batch = [
+        {"type": "a", "ts_ms": "1", "é": "ü€", "empty": ""},
+        {"type": "b", "ts_ms": "2"},
+        {"type": "c" * 300, "ts_ms": "3", "x": "y\r\n$5"},
+    ]
+    assert fp.pack_xadd_batch("kü", batch, cap, approx) == _reference("kü", batch, cap, approx)
+
+
+def test_pack_ack_read_with_and_without_acks() -> None:
+    read = fp.pack_ack_read("k", "g", "c", [], 10, 500)
+    assert read == hiredis.pack_command(
+        ("XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "BLOCK", "500", "STREAMS", "k", ">")
+    )
+    both = fp.pack_ack_read("k", "g", "c", ["1-1", "1-2"], 10, None)
+    assert both == hiredis.pack_command(("XACK", "k", "g", "1-1", "1-2")) + hiredis.pack_command(
+        ("XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "STREAMS", "k", ">")
+    )
+
+
+def test_parse_xreadgroup_shapes() -> None:
+    assert fp.parse_xreadgroup(None) == []
+    assert fp.parse_xreadgroup([]) == []
+    resp2 = [["k", [["1-1", ["type", "a", "x", "1"]], ["1-2", None]]]]
+    assert fp.parse_xreadgroup(resp2) == [Entry("1-1", {"type": "a", "x": "1"})]
+    raw_bytes = [[b"k", [[b"1-1", [b"type", b"\xff"]]]]]
+    assert fp.parse_xreadgroup(raw_bytes) == [Entry("1-1", {"type": "\ufffd"})]
+    resp3 = {"k": [["1-3", ["a", "b"]]]}
+    assert fp.parse_xreadgroup(resp3) == [Entry("1-3", {"a": "b"})]
+
+
+def test_entries_built_through_slots_stay_frozen() -> None:
+    (entry,) = fp.entries_from_items([["5-0", ["type", "t"]]])
+    assert entry == Entry("5-0", {"type": "t"})
+    assert entry.type == "t"
+    with pytest.raises(AttributeError):
+        entry.id = "6-0"  # type: ignore[misc]
+
+
+def test_supports_only_plain_pooled_clients(server: EmbeddedServer) -> None:
+    plain = server.client()
+    pinned = server.client(single_connection_client=True)
+    try:
+        assert fp.supports(plain)
+        assert not fp.supports(pinned)
+        assert not fp.supports(object())
+    finally:
+        plain.close()
+        pinned.close()
+
+
+@pytest.fixture(
+    params=[(True, 3), (False, 3), (True, 2), (False, 2)],
+    ids=["decoded-resp3", "bytes-resp3", "decoded-resp2", "bytes-resp2"],
+)
+def any_client(server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    decode, protocol = request.param
+    client = server.client(decode_responses=decode, protocol=protocol)
+    yield client
+    client.close()
+
+
+def test_produce_batch_fast_path_round_trips(any_client: redis.Redis, key: str) -> None:
+    stream = EventStream(any_client, key)
+    events = [("order", {"n": i, "name": "ü" * (i % 3)}) for i in range(250)]
+    ids = stream.produce_batch(events)
+    assert len(ids) == 250 and all(isinstance(i, str) for i in ids)
+    stored = stream.replay(count=None)
+    assert [e.id for e in stored] == ids
+    assert stored[5].fields["n"] == "5" and stored[5].fields["name"] == "üü"
+
+
+def test_bad_text_rejects_the_whole_batch(any_client: redis.Redis, key: str) -> None:
+    stream = EventStream(any_client, key)
+    events = [("ok", {"n": i}) for i in range(60)] + [("bad", {"x": "\udc80"})]
+    with pytest.raises(InvalidEvent, match="batch item 60"):
+        stream.produce_batch(events)
+    assert stream.length() == 0
+
+
+def test_error_reply_leaves_connection_in_sync(any_client: redis.Redis, key: str) -> None:
+    any_client.set(key, "not a stream")
+    stream = EventStream(any_client, key)
+    with pytest.raises(StreamingError, match="WRONGTYPE"):
+        stream.produce_batch([("a", {})] * 45)
+    assert any_client.ping()
+    assert EventStream(any_client, key + ":ok").produce_batch([("a", {})]) != []
+
+
+def test_worker_fast_read_any_client(any_client: redis.Redis, key: str) -> None:
+    stream = EventStream(any_client, key)
+    seen: list[Entry] = []
+    worker = ConsumerWorker(stream, "g", "c", seen.append, block_ms=20, group_start="0")
+    stream.produce_batch([("t", {"v": i}) for i in range(30)])
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(seen) < 30 or stream.pending("g")):
+            time.sleep(0.01)
+        assert [e.fields["v"] for e in seen] == [str(i) for i in range(30)]
+        assert stream.pending("g") == []
+    finally:
+        worker.stop(5)
