@@ -59,8 +59,8 @@ def _produce_batch(server: Server, n: int, size: int) -> tuple[int, float]:
     return n // size * size, time.perf_counter() - start
 
 
-def redis_benchmark_xadd(server: Server, n: int) -> float | None:
-    """redis-benchmark's pipelined XADD (-P 100, 50 clients) against our private server."""
+def redis_benchmark_xadd(server: Server, n: int, clients: int = 50) -> float | None:
+    """redis-benchmark's pipelined XADD (-P 100) against our private server."""
     binary = shutil.which("redis-benchmark")
     if binary is None:
         return None
@@ -75,6 +75,8 @@ def redis_benchmark_xadd(server: Server, n: int) -> float | None:
         str(n),
         "-P",
         "100",
+        "-c",
+        str(clients),
         "-q",
         "XADD",
         fresh_key("rb"),
@@ -118,18 +120,23 @@ def run(server: Server, scale: Scale) -> list[Row]:
             ),
         ],
     )
-    rb = redis_benchmark_xadd(server, scale.redis_benchmark_n)
-    if rb is not None:
-        rows.append(
-            Row(
-                "produce",
-                server.kind,
-                "redis-benchmark XADD -P 100 (50 clients)",
-                rb,
-                "events/s",
-                scale.redis_benchmark_n,
-                [rb],
-                "the server's own limit",
+    for clients, note in (
+        (1, "redis-benchmark, one connection: the ceiling for any single-connection producer"),
+        (50, "redis-benchmark, 50 connections: the server's own limit"),
+    ):
+        rb = redis_benchmark_xadd(server, scale.redis_benchmark_n, clients)
+        if rb is not None:
+            name = f"redis-benchmark XADD -P 100 ({clients} connection{'s' * (clients > 1)})"
+            rows.append(
+                Row(
+                    "produce",
+                    server.kind,
+                    name,
+                    rb,
+                    "events/s",
+                    scale.redis_benchmark_n,
+                    [rb],
+                    note,
+                )
             )
-        )
     return rows
