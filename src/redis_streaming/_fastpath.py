@@ -1,7 +1,8 @@
 """The hot path: commands packed into one RESP buffer, replies parsed straight into Entry objects.
 
-Packing and parsing are pure; only :func:`roundtrip` does I/O, on a connection borrowed from the
-client's own pool. It must never be used for a cluster client or change what a command means.
+Packing and parsing are pure; only :func:`roundtrip` (and :func:`xadd_batch` through it) does
+I/O, on a connection borrowed from the client's own pool. It must never be used for a cluster
+client (see :func:`supports`) or send anything other than what the plain redis-py path sends.
 """
 
 from __future__ import annotations
