@@ -58,16 +58,9 @@ def _bulk(text: str) -> str:
     return f"${len(text.encode())}\r\n{text}\r\n"
 
 
-def pack_xadd_batch(
-    key: str, batch: Sequence[Mapping[str, str]], maxlen: int | None, approximate: bool
-) -> bytes:
-    """All XADDs of a batch as one buffer, ready for a single ``sendall``.
-
-    Built as one str and encoded once: the shared prefix is formatted once, field names come
-    from a small cache, and an ASCII value's length needs no encoding. About twice as fast as
-    packing each command separately.
-    """
-    prefix = xadd_prefix(key, maxlen, approximate)
+def _pack_xadd_text(
+    prefix: tuple[str, ...], batch: Sequence[Mapping[str, str]], exact: bool
+) -> str:
     prefix_text = "".join([_bulk(arg) for arg in prefix])
     headers: dict[int, str] = {}
     names = _FIELD_CACHE
@@ -86,9 +79,28 @@ def pack_xadd_batch(
                 if len(names) < _FIELD_CACHE_MAX:
                     names[name] = packed
             put(packed)
-            # The RESP length counts UTF-8 bytes; for ASCII that is the str length.
-            put(f"${len(value) if value.isascii() else len(value.encode())}\r\n{value}\r\n")
-    return "".join(out).encode()
+            # RESP lengths count UTF-8 bytes; the optimistic pass counts characters, which is
+            # the same for ASCII (checked once over the whole text by the caller).
+            size = len(value.encode()) if exact else len(value)
+            put(f"${size}\r\n{value}\r\n")
+    return "".join(out)
+
+
+def pack_xadd_batch(
+    key: str, batch: Sequence[Mapping[str, str]], maxlen: int | None, approximate: bool
+) -> bytes:
+    """All XADDs of a batch as one buffer, ready for a single ``sendall``.
+
+    Built as one str and encoded once: the shared prefix is formatted once, field names come
+    from a small cache, and value lengths are taken as character counts, re-done with byte
+    counts only if the text turns out not to be ASCII. About twice as fast as packing each
+    command separately.
+    """
+    prefix = xadd_prefix(key, maxlen, approximate)
+    text = _pack_xadd_text(prefix, batch, exact=False)
+    if not text.isascii():
+        text = _pack_xadd_text(prefix, batch, exact=True)
+    return text.encode()
 
 
 def pack_ack_read(
