@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from math import isfinite
 from typing import Any
 
 from ._errors import InvalidEvent, InvalidName, InvalidOption, InvalidStreamId
@@ -207,16 +208,31 @@ def encode_event(
         raise InvalidEvent(f"payload must be a mapping of str to str, got {type(payload).__name__}")
     fields = {"type": event_type, "ts_ms": str(ts_ms)}
     for key, value in payload.items():
-        if not isinstance(key, str):
-            raise InvalidEvent(f"payload keys must be strings, got {key!r}")
-        if not key:
-            raise InvalidEvent("payload keys must not be empty")
-        if key in RESERVED_FIELDS:
-            raise InvalidEvent(f"payload key {key!r} is reserved (type and ts_ms are set for you)")
-        if not (key.isascii() or _sendable(key)):
-            raise InvalidEvent(f"payload key {key!r} is not valid Unicode text")
-        fields[key] = _encode_value(key, value)
+        # One combined test for the common, valid key; _check_key says what is wrong.
+        if type(key) is not str or not key or key in RESERVED_FIELDS or not key.isascii():
+            _check_key(key)
+        kind = type(value)
+        if kind is str and value.isascii():
+            fields[key] = value
+        elif kind is int:
+            fields[key] = str(value)
+        elif kind is float and isfinite(value):
+            fields[key] = repr(value)
+        else:
+            fields[key] = _encode_value(key, value)
     return fields
+
+
+def _check_key(key: object) -> None:
+    """Raise InvalidEvent if ``key`` cannot be a payload field name."""
+    if not isinstance(key, str):
+        raise InvalidEvent(f"payload keys must be strings, got {key!r}")
+    if not key:
+        raise InvalidEvent("payload keys must not be empty")
+    if key in RESERVED_FIELDS:
+        raise InvalidEvent(f"payload key {key!r} is reserved (type and ts_ms are set for you)")
+    if not _sendable(key):
+        raise InvalidEvent(f"payload key {key!r} is not valid Unicode text")
 
 
 def encode_batch(events: Iterable[object], ts_ms: int) -> list[dict[str, str]]:
