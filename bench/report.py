@@ -233,7 +233,9 @@ def generated(results: dict[str, Any]) -> str:
             out.append(f"- {note}")
     profile = results.get("profile") or {}
     for name, text in profile.items():
-        lines = [ln for ln in text.splitlines() if ln.strip()][4:44]
+        kept = [ln for ln in text.splitlines() if ln.strip()]
+        timing = ["Duration:" + ln.split("Duration:", 1)[1] for ln in kept if "Duration:" in ln]
+        lines = timing + kept[4:44]
         out += ["", f"### Profile: {name} (pyinstrument, wall time)", "", "```", *lines, "```"]
     out += ["", END]
     return "\n".join(out)
