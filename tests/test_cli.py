@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import redis
 
 from redis_streaming import DeadLetters, EmbeddedServer, EventStream, cli
 from redis_streaming.server import free_port
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -64,16 +65,6 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
         env=env or cli_env(),
         cwd=ROOT,
     )
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``pred`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 _readers: dict[int, queue.Queue[str]] = {}

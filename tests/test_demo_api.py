@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,20 +17,9 @@ from redis_streaming import EmbeddedServer
 from redis_streaming.demo import DemoConfig, create_app, params
 from redis_streaming.demo import app as demo_app
 from redis_streaming.demo.runtime import DemoRuntime
+from waiting import wait_until
 
 AppFactory = Callable[..., TestClient]
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture()

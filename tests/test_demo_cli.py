@@ -23,6 +23,7 @@ import redis
 
 from redis_streaming import EmbeddedServer, EventStream
 from redis_streaming.server import free_port, ping
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,17 +128,6 @@ def demos() -> Iterator[list[Demo]]:
     yield running
     for demo in running:
         demo.kill()
-
-
-def wait_until(pred: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_fail(*args: str) -> subprocess.CompletedProcess[str]:

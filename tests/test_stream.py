@@ -17,17 +17,7 @@ from redis_streaming import (
     RedisUnavailable,
 )
 from redis_streaming.server import free_port
-
-
-def wait_until(pred, timeout: float = 5.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 def idle_past(stream: EventStream, group: str, ms: int) -> None:

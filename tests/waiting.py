@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred`` every 10 ms until it is truthy; AssertionError after ``timeout`` seconds."""
+def wait_until(pred: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll ``pred`` every 10 ms until it is truthy and return that value; AssertionError
+    after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while True:
+        value = pred()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
