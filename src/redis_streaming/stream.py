@@ -182,9 +182,14 @@ class EventStream:
         """XADD one event; returns its server-assigned ID. Invalid events raise InvalidEvent."""
         fields = codec.encode_event(event_type, payload, now_ms())
         cap, approx = self._cap(maxlen, approximate)
-        entry_id = self._retry(
-            lambda: self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-        )
+        if _fastpath.supports(self.client):
+            entry_id: Any = self._retry(
+                lambda: _fastpath.xadd_batch(self.client, self.key, [fields], cap, approx)[0]
+            )
+        else:
+            entry_id = self._retry(
+                lambda: self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
+            )
         self._count(produced=1)
         return codec.to_str(entry_id)
 
