@@ -635,3 +635,69 @@ def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
         (3, "consume"),
     }
     assert all(r["events"] == 2000 and r["events_per_s"] > 0 for r in doc["rounds"])
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "redis_streaming", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+
+
+def test_cli_worker_with_partitions_runs_a_pool_on_the_cluster(vcluster: LocalCluster) -> None:
+    c = vcluster.client()
+    base = f"ev{uuid.uuid4().hex[:8]}"
+    ps = PartitionedStream(c, base, partitions=4, maxlen_approx=None)
+    produce(ps, 0, 100)
+    proc = _cli(
+        "worker", "--redis-url", vcluster.url, "--stream-key", base, "--partitions", "4",
+        "-g", "cli", "--group-start", "0", "--consumers", "2", "--name-prefix", "cli",
+        "--block-ms", "100", "--json",
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        started = json.loads(proc.stdout.readline())
+        assert started["event"] == "started" and started["cluster"] is True
+        assert started["partitions"] == 4 and started["consumers"] == ["cli-0", "cli-1"]
+        wait_until(
+            lambda: all(g.lag == 0 and g.pending == 0 for g in ps.info_groups()), 30, "all read"
+        )
+        wait_until(lambda: set(ps.lease_holders("cli")) == {"cli-0", "cli-1"}, 10, "leases")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["signal"] == "SIGTERM"
+    assert stopped["processed"] + stopped["reaped"] == 100
+    assert ps.lease_holders("cli") == [None] * 4
+    ps.delete()
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--partitions", "0"], ">= 1"),
+        (["--partitions", "2", "--dlq-key", "x"], "--dlq-key"),
+        (["--partitions", "2", "--block-ms", "4000"], "block_ms"),
+    ],
+)
+def test_cli_worker_partitions_rejects_bad_input(
+    vcluster: LocalCluster, extra: list[str], message: str
+) -> None:
+    proc = _cli("worker", "--redis-url", vcluster.url, "-g", "g", *extra)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -439,6 +439,10 @@ def _pool_totals(workers: Sequence[ConsumerWorker]) -> dict[str, int]:
 def cmd_worker(args: argparse.Namespace) -> int:
     """``worker``: N ConsumerWorker threads of one group until SIGTERM/SIGINT, then drain."""
     codec.validate_name(args.group, "group")
+    if getattr(args, "partitions", None) is not None:
+        from . import _cli_partition  # a PartitionedConsumerPool over <stream>:{p0}..{pN-1}
+
+        return _cli_partition.run(args)
     handler = load_handler(args.handler) if args.handler else None
     prefix = args.name_prefix or socket.gethostname()
     names = consumer_names(prefix, args.consumers or 1, args.consumer_names)
@@ -954,6 +958,12 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
         choices=("0", "$", "stop"),
         default="0",
         help="when the group vanishes: re-create from 0 or $, or stop (default 0)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=_int_at_least(1),
+        metavar="N",
+        help="read <stream>:{p0}..{pN-1} with a partitioned pool (Redis Cluster or one server)",
     )
     p.add_argument(
         "--metrics-port", type=_int_at_least(0), help="serve Prometheus /metrics (0: any free port)"
