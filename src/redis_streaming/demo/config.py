@@ -12,14 +12,16 @@ from typing import Final
 from .. import _codec as codec
 from .._errors import InvalidOption
 from ..server import validate_url
+from ..stream import DEFAULT_CLAIM_MIN_IDLE_MS, DEFAULT_MAXLEN_APPROX
+from ..worker import DEFAULT_MAX_DELIVERIES as _LIB_MAX_DELIVERIES
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8083
 DEFAULT_STREAM_KEY: Final = "demo:events:orders"
-DEFAULT_MAXLEN: Final = 2000
-DEFAULT_CLAIM_IDLE_MS: Final = 5000
+DEFAULT_MAXLEN: Final = DEFAULT_MAXLEN_APPROX
+DEFAULT_CLAIM_IDLE_MS: Final = DEFAULT_CLAIM_MIN_IDLE_MS
 DEFAULT_PROCESS_MS: Final = 25
-DEFAULT_MAX_DELIVERIES: Final = 5
+DEFAULT_MAX_DELIVERIES: Final = _LIB_MAX_DELIVERIES
 DEFAULT_TICK_S: Final = 0.5
 DEFAULT_TAIL: Final = 12
 DEFAULT_PENDING_ROWS: Final = 50
