@@ -37,6 +37,58 @@ def test_pack_xadd_batch_matches_hiredis(cap: int | None, approx: bool) -> None:
     assert fp.pack_xadd_batch("kü", batch, cap, approx) == _reference("kü", batch, cap, approx)
 
 
+def _fused_cases() -> list[list[object]]:
+    """Batches mixing the inline fast path with every kind of event it must hand over."""
+    valid: list[object] = [
+        ("order", {"n": 1, "user": "alice", "amount": 12.5}),
+        ("order", {}),
+        ("order", None),
+        ("ü-type", {"k": "v"}),
+        ("t", {"é": "ü€", "b": True, "f": False, "big": 10**30, "neg": -1, "x": "y\r\n$5"}),
+        ["listed", {"k": "v"}],
+        {"type": "mapped", "k": 3},
+        ("t", {"e": ""}),
+    ]
+    invalid: list[object] = [
+        "not a pair",
+        ("", {}),
+        ("  ", {}),
+        (5, {}),
+        ("t", ["k", "v"]),
+        ("t", {"type": "x"}),
+        ("t", {"ts_ms": "1"}),
+        ("t", {"": "x"}),
+        ("t", {3: "x"}),
+        ("t", {"k": None}),
+        ("t", {"k": float("nan")}),
+        ("t", {"k": [1]}),
+        ("t", {"k": "\udc80"}),
+        ("\udc80", {}),
+    ]
+    cases: list[list[object]] = [[], valid, valid * 150]
+    cases += [[*valid[:3], bad, *valid[3:]] for bad in invalid]
+    return cases
+
+
+@pytest.mark.parametrize("cap", [None, 7])
+@pytest.mark.parametrize("batch", _fused_cases())
+def test_pack_events_equals_encode_then_pack(batch: list[object], cap: int | None) -> None:
+    from redis_streaming._codec import encode_batch
+
+    try:
+        expected: bytes | str = fp.pack_xadd_batch("kü", encode_batch(batch, 42), cap, True)
+    except InvalidEvent as exc:
+        expected = str(exc)
+    try:
+        rounds, count = fp.pack_events("kü", batch, 42, cap, True)
+    except InvalidEvent as exc:
+        assert str(exc) == expected
+        return
+    assert count == len(batch)
+    assert len(rounds) == -(-count // fp.XADD_ROUND)
+    assert b"".join(rounds) == (expected if batch else b"")
+
+
 def test_pack_ack_read_with_and_without_acks() -> None:
     read = fp.pack_ack_read("k", "g", "c", [], 10, 500)
     assert read == hiredis.pack_command(
@@ -98,6 +150,14 @@ def test_produce_batch_fast_path_round_trips(any_client: redis.Redis, key: str) 
     stored = stream.replay(count=None)
     assert [e.id for e in stored] == ids
     assert stored[5].fields["n"] == "5" and stored[5].fields["name"] == "üü"
+
+
+def test_produce_batch_splits_huge_batches_into_rounds(any_client: redis.Redis, key: str) -> None:
+    stream = EventStream(any_client, key, maxlen_approx=None)
+    n = fp.XADD_ROUND * 2 + 17
+    ids = stream.produce_batch(("e", {"i": i}) for i in range(n))
+    assert len(ids) == n == stream.length()
+    assert [e.fields["i"] for e in stream.replay(count=None)] == [str(i) for i in range(n)]
 
 
 def test_bad_text_rejects_the_whole_batch(any_client: redis.Redis, key: str) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from math import isfinite
 from typing import Any
 
 import redis
 import redis.exceptions as rex
 
-from ._model import Entry
+from ._codec import encode_batch
+from ._errors import InvalidEvent
+from ._model import RESERVED_FIELDS, Entry
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,118 @@ def pack_xadd_batch(
     if not text.isascii():
         text = _pack_xadd_text(prefix, batch, exact=True)
     return text.encode()
+
+
+# Validated event types and payload field names, packed as RESP bulk strings. Separate from
+# _FIELD_CACHE, which also holds names (type, ts_ms) a payload may not use.
+_TYPE_CACHE: dict[str, str] = {}
+_PAYLOAD_NAMES: dict[str, str] = {}
+
+
+def _packed_type(event_type: str) -> str | None:
+    """The RESP bulk for a plain ASCII event type, or None if it needs the full checks."""
+    packed = _TYPE_CACHE.get(event_type)
+    if packed is None:
+        if not event_type.isascii() or not event_type.strip():
+            return None
+        packed = f"$4\r\ntype\r\n{_bulk(event_type)}"
+        if len(_TYPE_CACHE) < _FIELD_CACHE_MAX:
+            _TYPE_CACHE[event_type] = packed
+    return packed
+
+
+def _pack_fields(fields: Mapping[str, str]) -> str:
+    # The slow path: an event codec.encode_event already validated, lengths in UTF-8 bytes.
+    return "".join([_bulk(name) + _bulk(value) for name, value in fields.items()])
+
+
+def pack_events(
+    key: str,
+    events: Iterable[object],
+    ts_ms: int,
+    maxlen: int | None,
+    approximate: bool,
+) -> tuple[list[bytes], int]:
+    """Validate ``(event_type, payload)`` pairs and pack their XADDs in a single pass.
+
+    Returns the buffers to send (one per :data:`XADD_ROUND` commands) and the event count.
+    Equivalent to ``codec.encode_batch`` followed by :func:`pack_xadd_batch`, byte for byte and
+    error for error, but without building a field dict per event: the common case (a str type,
+    a dict payload of ASCII str keys and ASCII str, int or finite float values) is checked and
+    packed inline; anything else goes through ``codec.encode_event`` for its exact checks and
+    messages. Nothing is sent by this function, so a bad event rejects the whole batch.
+    """
+    prefix = xadd_prefix(key, maxlen, approximate)
+    prefix_text = "".join([_bulk(arg) for arg in prefix])
+    ts_part = _bulk("ts_ms") + _bulk(str(ts_ms))
+    heads: dict[int, str] = {}
+    names = _PAYLOAD_NAMES
+    reserved = RESERVED_FIELDS
+    rounds: list[bytes] = []
+    out: list[str] = []
+    put = out.append
+    index = -1
+    in_round = 0
+    for index, item in enumerate(events):
+        if in_round == XADD_ROUND:
+            rounds.append("".join(out).encode())
+            out.clear()
+            in_round = 0
+        in_round += 1
+        if type(item) is tuple and len(item) == 2:
+            event_type, payload = item
+            type_part = _packed_type(event_type) if type(event_type) is str else None
+        else:
+            type_part = payload = None
+        if type_part is None or type(payload) is not dict:
+            put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
+            continue
+        head = heads.get(len(payload))
+        if head is None:
+            head = heads[len(payload)] = f"*{len(prefix) + 4 + 2 * len(payload)}\r\n{prefix_text}"
+        start = len(out)
+        put(head)
+        put(type_part)
+        put(ts_part)
+        for name, value in payload.items():
+            packed = names.get(name)
+            if packed is None:
+                if type(name) is not str or not name or name in reserved or not name.isascii():
+                    packed = None
+                else:
+                    packed = _bulk(name)
+                    if len(names) < _FIELD_CACHE_MAX:
+                        names[name] = packed
+            kind = type(value)
+            if packed is None:
+                text = None
+            elif kind is str:
+                text = value if value.isascii() else None
+            elif kind is int:
+                text = str(value)
+            elif kind is float and isfinite(value):
+                text = repr(value)
+            else:
+                text = None
+            if text is None or packed is None:  # redo this event through the reference encoder
+                del out[start:]
+                put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
+                break
+            put(packed)
+            put(f"${len(text)}\r\n{text}\r\n")
+    if out:
+        rounds.append("".join(out).encode())
+    return rounds, index + 1
+
+
+def _pack_slow(
+    prefix: tuple[str, ...], prefix_text: str, item: object, index: int, ts_ms: int
+) -> str:
+    try:
+        fields = encode_batch([item], ts_ms)[0]
+    except InvalidEvent as exc:
+        raise InvalidEvent(str(exc).replace("batch item 0", f"batch item {index}", 1)) from None
+    return f"*{len(prefix) + 2 * len(fields)}\r\n{prefix_text}{_pack_fields(fields)}"
 
 
 def pack_ack_read(
@@ -211,6 +326,16 @@ def xadd_batch(
             for i in range(0, len(chunk), XADD_WRITE)
         )
         replies = roundtrip(client, writes, len(chunk))
+        first_error(replies)
+        ids.extend([r if type(r) is str else _text(r) for r in replies])
+    return ids
+
+
+def send_rounds(client: redis.Redis, rounds: Sequence[bytes], count: int) -> list[str]:
+    """Send the buffers of :func:`pack_events`, one round trip each; returns the IDs in order."""
+    ids: list[str] = []
+    for n, payload in enumerate(rounds):
+        replies = roundtrip(client, payload, min(XADD_ROUND, count - n * XADD_ROUND))
         first_error(replies)
         ids.extend([r if type(r) is str else _text(r) for r in replies])
     return ids

@@ -205,14 +205,20 @@ class EventStream:
 
         The whole batch is validated first: one bad event rejects it and nothing is written.
         """
+        cap, approx = self._cap(maxlen, approximate)
+        if _fastpath.supports(self.client):
+            # Validated and packed in one pass; nothing is sent until the whole batch passed.
+            rounds, count = _fastpath.pack_events(self.key, events, now_ms(), cap, approx)
+            if not count:
+                return []
+            ids = self._retry(lambda: _fastpath.send_rounds(self.client, rounds, count))
+            self._count(produced=len(ids))
+            return ids
         encoded = codec.encode_batch(events, now_ms())
         if not encoded:
             return []
-        cap, approx = self._cap(maxlen, approximate)
 
         def send() -> list[str]:
-            if _fastpath.supports(self.client):
-                return _fastpath.xadd_batch(self.client, self.key, encoded, cap, approx)
             pipe = self.client.pipeline(transaction=False)
             for fields in encoded:
                 pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
