@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from redis_streaming import ConsumerWorker, EventStream
+from redis_streaming.worker import DEFAULT_COUNT
 
 from ._common import Row, Scale, Server, fill, fresh_key, interleaved, wait_until
 
-COUNT = 100  # the raw loop's XREADGROUP COUNT; the worker gets the same for a fair ratio
+COUNT = DEFAULT_COUNT  # the raw loop's XREADGROUP COUNT: the most a default worker reads at once
 
 
 def _raw_batched(server: Server, n: int) -> tuple[int, float]:
@@ -151,13 +152,24 @@ def run(server: Server, scale: Scale) -> list[Row]:
                 "",
             ),
             (
-                f"ConsumerWorker count={COUNT}",
+                "ConsumerWorker, default settings",
                 fast,
-                lambda: _worker(server, fast, count=COUNT),
-                "ConsumerWorker: reaper, max_deliveries and dead letters on; "
-                "each batch's XACK rides with the next read",
+                lambda: _worker(server, fast),
+                "ConsumerWorker: reaper, max_deliveries and dead letters on; each batch's XACK "
+                f"rides with the next read; reads adapt from 10 up to count={COUNT}",
             ),
-            ("ConsumerWorker default count", fast, lambda: _worker(server, fast), ""),
+            (
+                f"ConsumerWorker count={COUNT}, fixed reads",
+                fast,
+                lambda: _worker(server, fast, count=COUNT, batch_budget_ms=None),
+                "",
+            ),
+            (
+                "ConsumerWorker count=10, fixed reads (the old default)",
+                fast,
+                lambda: _worker(server, fast, count=10, batch_budget_ms=None),
+                "",
+            ),
             (
                 "raw redis-py, guide loop (one XACK per entry)",
                 slow,

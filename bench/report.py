@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 RAW_BATCHED = "raw redis-py XREADGROUP COUNT 100 + one XACK per batch"
-WORKER = "ConsumerWorker count=100"
+WORKER = "ConsumerWorker, default settings"
 RAW_PIPE = "raw redis-py pipelined XADD x100"
 BATCH = "produce_batch() x100"
 FS_DEFAULT = "FastStream StreamSub group, default"

@@ -541,6 +541,8 @@ BAD_INPUT: Sequence[tuple[list[str], str]] = [
     (["worker", "-g", "g", "--consumers", "3", "--consumer-names", "a,b"], "--consumer-names"),
     (["worker", "-g", "g", "--group-start", "latest"], "malformed"),
     (["worker", "-g", "g", "--reap-interval", "-1"], ">= 0"),
+    (["worker", "-g", "g", "--batch-budget-ms", "soon"], "milliseconds"),
+    (["worker", "-g", "g", "--batch-budget-ms", "-5"], ">= 0"),
     (["inspect", "--stream-key", ""], "stream key"),
 ]
 

@@ -91,7 +91,7 @@ def test_one_xack_per_read_batch(
     stream.produce_batch([("t", {}) for _ in range(500)])
     admin = server.client()
     admin.config_resetstat()
-    w = make(workers, stream, "g", "c", None, count=100).start()
+    w = make(workers, stream, "g", "c", None, count=100, batch_budget_ms=None).start()
     wait_until(lambda: group_pending(stream, "g") == 0 and stream.info_groups()[0].lag == 0)
     w.stop(5)
     stats = admin.info("commandstats")
@@ -99,6 +99,34 @@ def test_one_xack_per_read_batch(
     assert xack_calls <= 6, f"{xack_calls} XACK calls for 500 entries in batches of 100"
     assert w.status().processed == 500
     admin.close()
+
+
+def test_read_size_grows_to_count_for_a_fast_handler(
+    stream: EventStream, workers: list[ConsumerWorker]
+) -> None:
+    stream.produce_batch([("t", {"i": i}) for i in range(3000)])
+    rec = Recorder()
+    w = make(workers, stream, "g", "c", rec, count=100)
+    assert w.read_count == 10  # before any handler time has been seen
+    w.start()
+    wait_until(lambda: len(rec.seen) == 3000)
+    assert w.read_count == 100
+
+
+def test_read_size_shrinks_to_one_when_a_batch_overruns_its_budget(
+    stream: EventStream, workers: list[ConsumerWorker]
+) -> None:
+    stream.produce_batch([("t", {"i": i}) for i in range(50)])
+    rec = Recorder()
+    # A budget of one nanosecond: every batch overruns it, whatever the handler costs.
+    w = make(workers, stream, "g", "c", rec, count=100, batch_budget_ms=1e-6).start()
+    wait_until(lambda: len(rec.seen) == 50)
+    assert w.read_count == 1
+    wait_until(lambda: group_pending(stream, "g") == 0, what="acks")
+
+
+def test_fixed_read_size_without_a_budget(stream: EventStream) -> None:
+    assert ConsumerWorker(stream, "g", "c", count=37, batch_budget_ms=None).read_count == 37
 
 
 def test_handler_errors_leave_entries_pending_and_the_loop_alive(
@@ -273,6 +301,9 @@ def test_constructor_rejects_bad_options(stream: EventStream) -> None:
         ConsumerWorker(stream, "g", "c", reap_interval=0)
     with pytest.raises(InvalidOption):
         ConsumerWorker(stream, "g", "c", max_deliveries=0)
+    for budget in (0, -1.0, float("inf"), float("nan"), True, "50"):
+        with pytest.raises(InvalidOption, match="batch_budget_ms"):
+            ConsumerWorker(stream, "g", "c", batch_budget_ms=budget)  # type: ignore[arg-type]
     with pytest.raises(InvalidOption):
         ConsumerWorker(stream, "g", "c", on_missing_group="later")  # type: ignore[arg-type]
     w = ConsumerWorker(stream, "g", "c")

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         block_ms=args.block_ms,
         group_start=args.group_start,
         count=args.count,
+        batch_budget_ms=args.batch_budget_ms or None,
         reap_interval=args.reap_interval if args.reap_interval > 0 else None,
         claim_min_idle_ms=args.claim_idle_ms,
         max_deliveries=args.max_deliveries if args.max_deliveries > 0 else None,

@@ -44,7 +44,13 @@ from ._model import Entry
 from .deadletter import DeadLetters
 from .server import DEFAULT_REDIS_URL, display_url, validate_url
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream, now_ms
-from .worker import DEFAULT_MAX_DELIVERIES, DEFAULT_REAP_INTERVAL_S, ConsumerWorker
+from .worker import (
+    DEFAULT_BATCH_BUDGET_MS,
+    DEFAULT_COUNT,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_REAP_INTERVAL_S,
+    ConsumerWorker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +135,16 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
@@ -462,6 +478,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             name,
             handler,
             count=args.count,
+            batch_budget_ms=args.batch_budget_ms or None,
             block_ms=args.block_ms,
             reap_interval=reap_interval,
             claim_min_idle_ms=args.claim_idle_ms,
@@ -928,7 +945,20 @@ def build_parser(argv: Sequence[str] = ()) -> CliParser:
     )
     p.add_argument("--name-prefix", help="consumer names are PREFIX-0..N-1 (default: hostname)")
     p.add_argument("--consumer-names", metavar="A,B,...", help="explicit consumer names")
-    p.add_argument("--count", type=_int_at_least(1), default=10, help="XREADGROUP COUNT")
+    p.add_argument(
+        "--count",
+        type=_int_at_least(1),
+        default=DEFAULT_COUNT,
+        help="most entries per XREADGROUP (default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-budget-ms",
+        type=_milliseconds,
+        default=DEFAULT_BATCH_BUDGET_MS,
+        metavar="MS",
+        help="size reads so one batch's handlers take about this long; "
+        "0 always reads --count (default %(default)s)",
+    )
     p.add_argument("--block-ms", type=_int_at_least(1), default=500, help="XREADGROUP BLOCK")
     p.add_argument(
         "--reap-interval",

@@ -18,6 +18,7 @@ import redis.exceptions as rex
 from . import _codec as codec
 from . import _fastpath
 from ._backoff import Backoff
+from ._batching import ReadSizer
 from ._errors import GroupMissing, InvalidOption, StreamingError, is_nogroup, translate
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
 from .deadletter import DeadLetters
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_REAP_INTERVAL_S: Final = 5.0
 DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_RECENT_SIZE: Final = 20
+DEFAULT_COUNT: Final = 100
+DEFAULT_BATCH_BUDGET_MS: Final = 50.0
 
 Handler = Callable[[Entry], Any]
 ErrorCallback = Callable[[BaseException, Entry | None], None]
@@ -46,7 +49,13 @@ class ConsumerWorker:
     reaper and retried until ``max_deliveries``, then dead-lettered.
 
     Options:
-        count, block_ms: XREADGROUP COUNT and BLOCK.
+        count: the most entries one XREADGROUP asks for.
+        batch_budget_ms: adapt the read size so one batch's handler time stays near this
+            budget (starting at 10 entries, doubling while full batches finish inside it,
+            shrinking at once when one does not): fast handlers get large, cheap reads; slow
+            ones keep few entries pending, so peers share the work and nothing waits long
+            enough to look idle to a reaper. None reads ``count`` entries every time.
+        block_ms: XREADGROUP BLOCK.
         reap_interval: seconds between XAUTOCLAIM sweeps (also one at start); None disables.
         max_deliveries: deliveries after which a failing entry is dead-lettered; None disables.
         dead_letter_key: defaults to ``<stream>:dlq``.
@@ -64,7 +73,8 @@ class ConsumerWorker:
         name: str,
         handler: Handler | None = None,
         *,
-        count: int = 10,
+        count: int = DEFAULT_COUNT,
+        batch_budget_ms: float | None = DEFAULT_BATCH_BUDGET_MS,
         block_ms: int = 500,
         reap_interval: float | None = DEFAULT_REAP_INTERVAL_S,
         claim_min_idle_ms: int | None = None,
@@ -82,6 +92,17 @@ class ConsumerWorker:
         self.name = codec.validate_name(name, "consumer")
         self.handler: Handler = handler or _noop
         self.count = codec.validate_int(count, "count", minimum=1, maximum=100_000)
+        if batch_budget_ms is not None and (
+            isinstance(batch_budget_ms, bool)
+            or not isinstance(batch_budget_ms, (int, float))
+            or not 0 < batch_budget_ms < float("inf")
+        ):
+            raise InvalidOption(
+                f"batch_budget_ms must be a positive number or None, got {batch_budget_ms!r}"
+            )
+        self._sizer = ReadSizer(
+            self.count, None if batch_budget_ms is None else batch_budget_ms / 1000
+        )
         self.block_ms = codec.validate_int(block_ms, "block_ms", minimum=1)
         if reap_interval is not None and (isinstance(reap_interval, bool) or not reap_interval > 0):
             raise InvalidOption(f"reap_interval must be > 0 seconds or None, got {reap_interval!r}")
@@ -176,6 +197,11 @@ class ConsumerWorker:
     @property
     def paused(self) -> bool:
         return self._paused.is_set()
+
+    @property
+    def read_count(self) -> int:
+        """The COUNT the next XREADGROUP will ask for (see ``batch_budget_ms``)."""
+        return self._sizer.count
 
     def crash_next(self, n: int = 1) -> int:
         """Drop the next ``n`` deliveries without acking, as if the process died mid-message.
@@ -450,15 +476,16 @@ class ConsumerWorker:
         acks = self._pending_acks
         if _fastpath.supports(stream.client):
             return self._read_fast(acks)
+        count = self._sizer.count
         if not acks:
             raw = stream.client.xreadgroup(
-                self.group, self.name, {stream.key: ">"}, count=self.count, block=self._block_now()
+                self.group, self.name, {stream.key: ">"}, count=count, block=self._block_now()
             )
             return codec.parse_xread(raw)
         pipe = stream.client.pipeline(transaction=False)
         pipe.xack(stream.key, self.group, *acks)
         pipe.xreadgroup(
-            self.group, self.name, {stream.key: ">"}, count=self.count, block=self._block_now()
+            self.group, self.name, {stream.key: ">"}, count=count, block=self._block_now()
         )
         acked, raw = pipe.execute(raise_on_error=False)
         if isinstance(acked, Exception):
@@ -474,7 +501,7 @@ class ConsumerWorker:
         # reply callbacks: this is where a worker spends its time between handler calls.
         stream = self.stream
         payload = _fastpath.pack_ack_read(
-            stream.key, self.group, self.name, acks, self.count, self._block_now()
+            stream.key, self.group, self.name, acks, self._sizer.count, self._block_now()
         )
         replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1)
         if acks:
@@ -558,6 +585,7 @@ class ConsumerWorker:
                     self._flush_acks()
                     self.reap_idle_pel()
                     self._next_reap = time.monotonic() + self.reap_interval
+                asked = self._sizer.count
                 entries = self._read()
                 if self._failures_in_row:
                     logger.info("%s reconnected to %s", self.name, self.stream.key)
@@ -566,7 +594,9 @@ class ConsumerWorker:
                 if not entries or self._stop.is_set():
                     continue
                 with self._process_lock:
+                    began = time.perf_counter()
                     ok, _dropped = self._handle(entries, reaped=False)
+                    self._sizer.observe(asked, len(entries), time.perf_counter() - began)
                 self.processed += len(ok)
                 self._pending_acks.extend(ok)
             except (GroupMissing, rex.ResponseError) as exc:
