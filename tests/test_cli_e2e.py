@@ -177,6 +177,10 @@ def test_at_least_once_under_sigkill(
             what="every entry processed and the PEL drained",
         )
         seconds = time.monotonic() - started
+        # A worker restarted just before the end may still be importing: a SIGTERM then
+        # would meet Python's default handler (exit -15) instead of the worker's own.
+        for proc in workers.values():
+            assert read_json_line(proc, timeout=60)["event"] == "started"
     finally:
         producer.kill()
         results = [stop(p) for p in workers.values()]
