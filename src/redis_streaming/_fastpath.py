@@ -150,7 +150,7 @@ def pack_events(
     ts_part = _bulk("ts_ms") + _bulk(str(ts_ms))
     heads: dict[int, str] = {}
     names = _PAYLOAD_NAMES
-    reserved = RESERVED_FIELDS
+    types = _TYPE_CACHE
     rounds: list[bytes] = []
     out: list[str] = []
     put = out.append
@@ -164,7 +164,9 @@ def pack_events(
         in_round += 1
         if type(item) is tuple and len(item) == 2:
             event_type, payload = item
-            type_part = _packed_type(event_type) if type(event_type) is str else None
+            type_part = types.get(event_type) if type(event_type) is str else None
+            if type_part is None and type(event_type) is str:
+                type_part = _packed_type(event_type)
         else:
             type_part = payload = None
         if type_part is None or type(payload) is not dict:
@@ -172,40 +174,57 @@ def pack_events(
             continue
         head = heads.get(len(payload))
         if head is None:
-            head = heads[len(payload)] = f"*{len(prefix) + 4 + 2 * len(payload)}\r\n{prefix_text}"
+            head = f"*{len(prefix) + 4 + 2 * len(payload)}\r\n{prefix_text}"
+            heads[len(payload)] = head
         start = len(out)
-        put(head)
-        put(type_part)
-        put(ts_part)
+        put(f"{head}{type_part}{ts_part}")
         for name, value in payload.items():
             packed = names.get(name)
-            if packed is None:
-                if type(name) is not str or not name or name in reserved or not name.isascii():
-                    packed = None
-                else:
-                    packed = _bulk(name)
-                    if len(names) < _FIELD_CACHE_MAX:
-                        names[name] = packed
-            kind = type(value)
-            if packed is None:
-                text = None
-            elif kind is str:
-                text = value if value.isascii() else None
-            elif kind is int:
-                text = str(value)
-            elif kind is float and isfinite(value):
-                text = repr(value)
-            else:
-                text = None
-            if text is None or packed is None:  # redo this event through the reference encoder
+            if packed is not None:
+                kind = type(value)
+                if kind is str:
+                    if value.isascii():
+                        put(f"{packed}${len(value)}\r\n{value}\r\n")
+                        continue
+                elif kind is int:
+                    text = str(value)
+                    put(f"{packed}${len(text)}\r\n{text}\r\n")
+                    continue
+                elif kind is float and isfinite(value):
+                    text = repr(value)
+                    put(f"{packed}${len(text)}\r\n{text}\r\n")
+                    continue
+            piece = _field_piece(name, value)
+            if piece is None:  # not the common case: redo the event through encode_event
                 del out[start:]
                 put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
                 break
-            put(packed)
-            put(f"${len(text)}\r\n{text}\r\n")
+            put(piece)
     if out:
         rounds.append("".join(out).encode())
     return rounds, index + 1
+
+
+def _field_piece(name: object, value: object) -> str | None:
+    """One payload field packed, if it is plain: an ASCII str name (not reserved) and an
+    ASCII str, int or finite float value; None sends the event down the slow path."""
+    if type(name) is not str or not name or name in RESERVED_FIELDS or not name.isascii():
+        return None
+    packed = _PAYLOAD_NAMES.get(name)
+    if packed is None:
+        packed = _bulk(name)
+        if len(_PAYLOAD_NAMES) < _FIELD_CACHE_MAX:
+            _PAYLOAD_NAMES[name] = packed
+    kind = type(value)
+    if kind is str and value.isascii():  # type: ignore[attr-defined]
+        text: str = value  # type: ignore[assignment]
+    elif kind is int:
+        text = str(value)
+    elif kind is float and isfinite(value):  # type: ignore[arg-type]
+        text = repr(value)
+    else:
+        return None
+    return f"{packed}${len(text)}\r\n{text}\r\n"
 
 
 def _pack_slow(
@@ -336,6 +355,9 @@ def send_rounds(client: redis.Redis, rounds: Sequence[bytes], count: int) -> lis
     ids: list[str] = []
     for n, payload in enumerate(rounds):
         replies = roundtrip(client, payload, min(XADD_ROUND, count - n * XADD_ROUND))
+        if all([type(r) is str for r in replies]):
+            ids += replies
+            continue
         first_error(replies)
         ids.extend([r if type(r) is str else _text(r) for r in replies])
     return ids
@@ -381,6 +403,10 @@ def _read_replies(conn: Any, replies: int) -> list[Any]:
         while reply is _NOT_ENOUGH_DATA:
             fill()
             reply = gets()
+        kind = type(reply)
+        if kind is str or kind is bytes:  # the common reply (an XADD's ID): skip the checks
+            append(reply)
+            continue
         if isinstance(reply, rex.ConnectionError):
             raise reply
         if push_type is not None and isinstance(reply, push_type):
