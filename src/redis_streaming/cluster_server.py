@@ -128,6 +128,33 @@ def _in_sync(node: ClusterNodeProcess) -> bool:
     return bool(node.info("replication").get("master_link_status") == "up")
 
 
+def _key_on(ranges: Sequence[tuple[int, int]]) -> str:
+    """A key whose hash slot falls in one of ``ranges`` (pure; a few tries per range)."""
+    for i in range(SLOTS * 64):
+        key = f"{{localcluster-sync-{i}}}"
+        slot = key_slot(key)
+        if any(lo <= slot <= hi for lo, hi in ranges):
+            return key
+    raise InvalidOption(f"no key found for slot ranges {list(ranges)!r}")
+
+
+def _streaming(master: ClusterNodeProcess, replicas: int, key: str) -> bool:
+    """True once ``replicas`` replicas acknowledge a write just made on ``master``.
+
+    ``master_link_status:up`` on a replica is not enough: after a diskless full sync Redis 7.0
+    may hold the replication stream back for a while (seconds on a loaded machine), and a
+    master killed then takes every write since the sync with it.
+    """
+    c = master.client()
+    try:
+        c.set(key, "1")
+        acked = int(c.wait(replicas, 200))
+        c.delete(key)
+        return acked >= replicas
+    finally:
+        c.close()
+
+
 class LocalCluster:
     """A local Redis Cluster of ``masters`` masters and ``replicas`` replicas per master.
 
@@ -222,6 +249,14 @@ class LocalCluster:
                 functools.partial(_in_sync, node),
                 _FORM_TIMEOUT_S,
                 f"replica {node.port} to sync",
+            )
+        for master in masters:
+            owned = [(lo, hi) for lo, hi, nid in self._slot_owners(master) if nid == master.node_id]
+            count = sum(1 for _node, m in added if m is master)
+            _wait(
+                functools.partial(_streaming, master, count, _key_on(owned)),
+                _FORM_TIMEOUT_S,
+                f"replicas of {master.port} to acknowledge writes",
             )
         self.wait_ok()
         return out
