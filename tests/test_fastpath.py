@@ -89,6 +89,39 @@ def test_pack_events_equals_encode_then_pack(batch: list[object], cap: int | Non
     assert b"".join(rounds) == (expected if batch else b"")
 
 
+@pytest.mark.parametrize("batch", _fused_cases())
+def test_plain_batches_pack_in_slices_exactly_as_a_whole(batch: list[object]) -> None:
+    # A batch plain() accepts is written while it is still being packed, so packing it must
+    # not be able to fail, and its slices must add up to what pack_events builds.
+    if not fp.plain(batch):
+        return
+    rounds, _count = fp.pack_events("kü", batch, 42, 7, True)
+    assert b"".join(fp.iter_packed("kü", batch, 42, 7, True, 3)) == b"".join(rounds)
+
+
+@pytest.mark.parametrize(
+    ("event", "is_plain"),
+    [
+        (("order", {"n": 1, "user": "alice", "amount": 12.5, "neg": -3}), True),
+        (("order", {}), True),
+        (("order", None), False),  # valid, but encode_event's path handles it
+        (("ü-type", {}), False),
+        (("t", {"é": "x"}), False),
+        (("t", {"k": "ü"}), False),
+        (("t", {"k": True}), False),
+        (("t", {"k": 10**4001}), False),
+        (["t", {}], False),
+        ("not a pair", False),
+        (("", {}), False),
+        (("t", {"type": "x"}), False),
+        (("t", {"k": float("inf")}), False),
+        (("t", {"k": None}), False),
+    ],
+)
+def test_plain_accepts_only_the_inline_kind(event: object, is_plain: bool) -> None:
+    assert fp.plain([("ok", {"a": "b"}), event]) is is_plain
+
+
 def test_pack_ack_read_with_and_without_acks() -> None:
     read = fp.pack_ack_read("k", "g", "c", [], 10, 500)
     assert read == hiredis.pack_command(
@@ -158,6 +191,19 @@ def test_produce_batch_splits_huge_batches_into_rounds(any_client: redis.Redis, 
     ids = stream.produce_batch(("e", {"i": i}) for i in range(n))
     assert len(ids) == n == stream.length()
     assert [e.fields["i"] for e in stream.replay(count=None)] == [str(i) for i in range(n)]
+
+
+def test_produce_batch_mixed_batch_takes_the_validate_first_path(
+    any_client: redis.Redis, key: str
+) -> None:
+    stream = EventStream(any_client, key, maxlen_approx=None)
+    events: list[tuple[str, dict[str, object]]] = [("e", {"i": i}) for i in range(50)]
+    events[25] = ("ü", {"i": 25, "flag": True})  # valid, not plain: packed whole, then sent
+    assert not fp.plain(events)
+    ids = stream.produce_batch(events)
+    assert len(ids) == 50 == stream.length()
+    got = [(e.type, e.fields["i"]) for e in stream.replay(count=None)]
+    assert got == [("ü" if i == 25 else "e", str(i)) for i in range(50)]
 
 
 def test_bad_text_rejects_the_whole_batch(any_client: redis.Redis, key: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from math import isfinite
 from typing import Any
 
@@ -145,23 +145,38 @@ def pack_events(
     packed inline; anything else goes through ``codec.encode_event`` for its exact checks and
     messages. Nothing is sent by this function, so a bad event rejects the whole batch.
     """
+    batch = events if isinstance(events, list) else list(events)
+    return list(iter_packed(key, batch, ts_ms, maxlen, approximate, XADD_ROUND)), len(batch)
+
+
+def iter_packed(
+    key: str,
+    events: Sequence[object],
+    ts_ms: int,
+    maxlen: int | None,
+    approximate: bool,
+    size: int,
+) -> Iterator[bytes]:
+    """The XADDs of ``events`` packed ``size`` to a buffer, lazily (see :func:`pack_events`).
+
+    An invalid event raises InvalidEvent when its buffer is reached, so consume it completely
+    before sending anything, unless :func:`plain` said every event is valid.
+    """
     prefix = xadd_prefix(key, maxlen, approximate)
     prefix_text = "".join([_bulk(arg) for arg in prefix])
     ts_part = _bulk("ts_ms") + _bulk(str(ts_ms))
     heads: dict[int, str] = {}
     names = _PAYLOAD_NAMES
     types = _TYPE_CACHE
-    rounds: list[bytes] = []
     out: list[str] = []
     put = out.append
-    index = -1
-    in_round = 0
+    in_buffer = 0
     for index, item in enumerate(events):
-        if in_round == XADD_ROUND:
-            rounds.append("".join(out).encode())
+        if in_buffer == size:
+            yield "".join(out).encode()
             out.clear()
-            in_round = 0
-        in_round += 1
+            in_buffer = 0
+        in_buffer += 1
         if type(item) is tuple and len(item) == 2:
             event_type, payload = item
             type_part = types.get(event_type) if type(event_type) is str else None
@@ -201,8 +216,42 @@ def pack_events(
                 break
             put(piece)
     if out:
-        rounds.append("".join(out).encode())
-    return rounds, index + 1
+        yield "".join(out).encode()
+
+
+_PLAIN_INT = 10**4000  # str() of a larger int can raise (sys.int_info.default_max_str_digits)
+
+
+def plain(events: Sequence[object]) -> bool:
+    """True if every event is of the common kind :func:`iter_packed` packs inline.
+
+    Such a batch cannot fail to pack, so its XADDs may be written while the rest is still
+    being packed. False (some event needs the full checks, or is invalid) means: pack it all
+    first with :func:`pack_events`. Pure; only caches valid names.
+    """
+    names = _PAYLOAD_NAMES
+    types = _TYPE_CACHE
+    for item in events:
+        if type(item) is not tuple or len(item) != 2:
+            return False
+        event_type, payload = item
+        if type(event_type) is not str or type(payload) is not dict:
+            return False
+        if event_type not in types and _packed_type(event_type) is None:
+            return False
+        for name, value in payload.items():
+            if name not in names and _field_piece(name, 0) is None:
+                return False
+            kind = type(value)
+            if kind is str:
+                if not value.isascii():
+                    return False
+            elif kind is int:
+                if not -_PLAIN_INT < value < _PLAIN_INT:
+                    return False
+            elif kind is not float or not isfinite(value):
+                return False
+    return True
 
 
 def _field_piece(name: object, value: object) -> str | None:
@@ -354,13 +403,37 @@ def send_rounds(client: redis.Redis, rounds: Sequence[bytes], count: int) -> lis
     """Send the buffers of :func:`pack_events`, one round trip each; returns the IDs in order."""
     ids: list[str] = []
     for n, payload in enumerate(rounds):
-        replies = roundtrip(client, payload, min(XADD_ROUND, count - n * XADD_ROUND))
-        if all([type(r) is str for r in replies]):
-            ids += replies
-            continue
-        first_error(replies)
-        ids.extend([r if type(r) is str else _text(r) for r in replies])
+        _collect_ids(ids, roundtrip(client, payload, min(XADD_ROUND, count - n * XADD_ROUND)))
     return ids
+
+
+def xadd_streamed(
+    client: redis.Redis,
+    key: str,
+    events: Sequence[object],
+    ts_ms: int,
+    maxlen: int | None,
+    approximate: bool,
+) -> list[str]:
+    """XADD a :func:`plain` batch, writing every :data:`XADD_WRITE` commands as soon as they
+    are packed, so the server executes one slice while the next is packed; returns the IDs.
+
+    Only for batches :func:`plain` accepted: those cannot fail half-way through packing.
+    """
+    ids: list[str] = []
+    for start in range(0, len(events), XADD_ROUND):
+        chunk = events[start : start + XADD_ROUND]
+        writes = iter_packed(key, chunk, ts_ms, maxlen, approximate, XADD_WRITE)
+        _collect_ids(ids, roundtrip(client, writes, len(chunk)))
+    return ids
+
+
+def _collect_ids(ids: list[str], replies: list[Any]) -> None:
+    if all([type(r) is str for r in replies]):
+        ids += replies
+        return
+    first_error(replies)
+    ids.extend([r if type(r) is str else _text(r) for r in replies])
 
 
 def supports(client: object) -> bool:

@@ -201,17 +201,25 @@ class EventStream:
         maxlen: int | _Unset | None = UNSET,
         approximate: bool | None = None,
     ) -> list[str]:
-        """XADD many events in one pipelined round trip; returns their IDs in order.
+        """XADD many events in pipelined round trips; returns their IDs in order.
 
         The whole batch is validated first: one bad event rejects it and nothing is written.
         """
         cap, approx = self._cap(maxlen, approximate)
         if _fastpath.supports(self.client):
-            # Validated and packed in one pass; nothing is sent until the whole batch passed.
-            rounds, count = _fastpath.pack_events(self.key, events, now_ms(), cap, approx)
-            if not count:
+            batch = events if isinstance(events, list) else list(events)
+            if not batch:
                 return []
-            ids = self._retry(lambda: _fastpath.send_rounds(self.client, rounds, count))
+            ts = now_ms()
+            if _fastpath.plain(batch):
+                # Every event valid and packable inline: write slices while packing the rest.
+                ids = self._retry(
+                    lambda: _fastpath.xadd_streamed(self.client, self.key, batch, ts, cap, approx)
+                )
+            else:
+                # Validated and packed in one pass; nothing is sent until the whole batch passed.
+                rounds, count = _fastpath.pack_events(self.key, batch, ts, cap, approx)
+                ids = self._retry(lambda: _fastpath.send_rounds(self.client, rounds, count))
             self._count(produced=len(ids))
             return ids
         encoded = codec.encode_batch(events, now_ms())
