@@ -46,6 +46,7 @@ def test_encode_event_orders_fields_and_converts_scalars() -> None:
         ("t", {"ts_ms": "1"}, "reserved"),
         ("t", {"a": float("nan")}, "finite"),
         ("t", {"a": b"bytes"}, "bytes"),
+        ("t", {"big": 10**5000}, "'big' cannot be sent as text"),
         ("t", ["not", "a", "map"], "mapping"),
     ],
 )

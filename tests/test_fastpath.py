@@ -64,6 +64,7 @@ def _fused_cases() -> list[list[object]]:
         ("t", {"k": [1]}),
         ("t", {"k": "\udc80"}),
         ("\udc80", {}),
+        ("t", {"k": 10**5000}),  # past Python's int-to-text digit limit
     ]
     cases: list[list[object]] = [[], valid, valid * 150]
     cases += [[*valid[:3], bad, *valid[3:]] for bad in invalid]

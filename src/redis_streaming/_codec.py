@@ -207,19 +207,25 @@ def encode_event(
     if type(payload) is not dict and not isinstance(payload, Mapping):
         raise InvalidEvent(f"payload must be a mapping of str to str, got {type(payload).__name__}")
     fields = {"type": event_type, "ts_ms": str(ts_ms)}
-    for key, value in payload.items():
-        # One combined test for the common, valid key; _check_key says what is wrong.
-        if type(key) is not str or not key or key in RESERVED_FIELDS or not key.isascii():
-            _check_key(key)
-        kind = type(value)
-        if kind is str and value.isascii():
-            fields[key] = value
-        elif kind is int:
-            fields[key] = str(value)
-        elif kind is float and isfinite(value):
-            fields[key] = repr(value)
-        else:
-            fields[key] = _encode_value(key, value)
+    key: Any = None
+    try:
+        for key, value in payload.items():
+            # One combined test for the common, valid key; _check_key says what is wrong.
+            if type(key) is not str or not key or key in RESERVED_FIELDS or not key.isascii():
+                _check_key(key)
+            kind = type(value)
+            if kind is str and value.isascii():
+                fields[key] = value
+            elif kind is int:
+                fields[key] = str(value)
+            elif kind is float and isfinite(value):
+                fields[key] = repr(value)
+            else:
+                fields[key] = _encode_value(key, value)
+    except InvalidEvent:
+        raise
+    except ValueError as exc:  # str() of an int past Python's digit limit
+        raise InvalidEvent(f"payload field {key!r} cannot be sent as text: {exc}") from None
     return fields
 
 

@@ -193,28 +193,33 @@ def iter_packed(
             heads[len(payload)] = head
         start = len(out)
         put(f"{head}{type_part}{ts_part}")
-        for name, value in payload.items():
-            packed = names.get(name)
-            if packed is not None:
-                kind = type(value)
-                if kind is str:
-                    if value.isascii():
-                        put(f"{packed}${len(value)}\r\n{value}\r\n")
+        try:
+            for name, value in payload.items():
+                packed = names.get(name)
+                if packed is not None:
+                    kind = type(value)
+                    if kind is str:
+                        if value.isascii():
+                            put(f"{packed}${len(value)}\r\n{value}\r\n")
+                            continue
+                    elif kind is int:
+                        text = str(value)
+                        put(f"{packed}${len(text)}\r\n{text}\r\n")
                         continue
-                elif kind is int:
-                    text = str(value)
-                    put(f"{packed}${len(text)}\r\n{text}\r\n")
-                    continue
-                elif kind is float and isfinite(value):
-                    text = repr(value)
-                    put(f"{packed}${len(text)}\r\n{text}\r\n")
-                    continue
-            piece = _field_piece(name, value)
-            if piece is None:  # not the common case: redo the event through encode_event
-                del out[start:]
-                put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
-                break
-            put(piece)
+                    elif kind is float and isfinite(value):
+                        text = repr(value)
+                        put(f"{packed}${len(text)}\r\n{text}\r\n")
+                        continue
+                piece = _field_piece(name, value)
+                if piece is None:  # not the common case: redo the event through encode_event
+                    break
+                put(piece)
+            else:
+                continue
+        except ValueError:  # str() of an int past Python's digit limit: encode_event says so
+            pass
+        del out[start:]
+        put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
     if out:
         yield "".join(out).encode()
 
