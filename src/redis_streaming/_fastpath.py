@@ -124,11 +124,6 @@ def _packed_type(event_type: str) -> str | None:
     return packed
 
 
-def _pack_fields(fields: Mapping[str, str]) -> str:
-    # The slow path: an event codec.encode_event already validated, lengths in UTF-8 bytes.
-    return "".join([_bulk(name) + _bulk(value) for name, value in fields.items()])
-
-
 def pack_events(
     key: str,
     events: Iterable[object],
@@ -185,7 +180,7 @@ def iter_packed(
         else:
             type_part = payload = None
         if type_part is None or type(payload) is not dict:
-            put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
+            put(_pack_slow(prefix, item, index, ts_ms))
             continue
         head = heads.get(len(payload))
         if head is None:
@@ -219,7 +214,7 @@ def iter_packed(
         except ValueError:  # str() of an int past Python's digit limit: encode_event says so
             pass
         del out[start:]
-        put(_pack_slow(prefix, prefix_text, item, index, ts_ms))
+        put(_pack_slow(prefix, item, index, ts_ms))
     if out:
         yield "".join(out).encode()
 
@@ -281,14 +276,13 @@ def _field_piece(name: object, value: object) -> str | None:
     return f"{packed}${len(text)}\r\n{text}\r\n"
 
 
-def _pack_slow(
-    prefix: tuple[str, ...], prefix_text: str, item: object, index: int, ts_ms: int
-) -> str:
+def _pack_slow(prefix: tuple[str, ...], item: object, index: int, ts_ms: int) -> str:
+    # Anything but the common case: encode_event's exact checks and messages, UTF-8 lengths.
     try:
         fields = encode_batch([item], ts_ms)[0]
     except InvalidEvent as exc:
         raise InvalidEvent(str(exc).replace("batch item 0", f"batch item {index}", 1)) from None
-    return f"*{len(prefix) + 2 * len(fields)}\r\n{prefix_text}{_pack_fields(fields)}"
+    return _pack_xadd_text(prefix, [fields], exact=True)
 
 
 def pack_ack_read(
@@ -398,9 +392,7 @@ def xadd_batch(
             pack_xadd_batch(key, chunk[i : i + XADD_WRITE], maxlen, approximate)
             for i in range(0, len(chunk), XADD_WRITE)
         )
-        replies = roundtrip(client, writes, len(chunk))
-        first_error(replies)
-        ids.extend([r if type(r) is str else _text(r) for r in replies])
+        _collect_ids(ids, roundtrip(client, writes, len(chunk)))
     return ids
 
 
