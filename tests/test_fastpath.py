@@ -90,14 +90,36 @@ def test_pack_events_equals_encode_then_pack(batch: list[object], cap: int | Non
     assert b"".join(rounds) == (expected if batch else b"")
 
 
-@pytest.mark.parametrize("batch", _fused_cases())
-def test_plain_batches_pack_in_slices_exactly_as_a_whole(batch: list[object]) -> None:
+def _plain_cases() -> list[list[object]]:
+    one: list[object] = [
+        ("order", {"n": 1, "user": "alice", "amount": 12.5}),
+        ("order", {}),
+        ("t", {"neg": -7, "big": 10**30, "x": "y\r\n$5", "e": "", "f": -0.0}),
+        ("other", {"n": 2, "user": "bob"}),
+    ]
+    return [one, one * 7, one * 251]  # within a slice, across slices, across rounds
+
+
+@pytest.mark.parametrize("cap", [None, 7])
+@pytest.mark.parametrize("batch", _plain_cases())
+def test_plain_batches_pack_in_slices_exactly_as_a_whole(
+    batch: list[object], cap: int | None
+) -> None:
     # A batch plain() accepts is written while it is still being packed, so packing it must
-    # not be able to fail, and its slices must add up to what pack_events builds.
-    if not fp.plain(batch):
-        return
-    rounds, _count = fp.pack_events("kü", batch, 42, 7, True)
-    assert b"".join(fp.iter_packed("kü", batch, 42, 7, True, 3)) == b"".join(rounds)
+    # not be able to fail, and its slices must add up to what the plain path would send.
+    from redis_streaming._codec import encode_batch
+
+    assert fp.plain(batch)
+    expected = fp.pack_xadd_batch("kü", encode_batch(batch, 42), cap, True)
+    slices = list(fp.iter_packed("kü", batch, 42, cap, True, fp.XADD_WRITE))
+    assert len(slices) == -(-len(batch) // fp.XADD_WRITE)
+    assert b"".join(slices) == expected
+
+
+def test_plain_is_false_for_every_mixed_or_invalid_case() -> None:
+    assert [fp.plain(batch) for batch in _fused_cases() if batch] == [False] * (
+        len(_fused_cases()) - 1
+    )
 
 
 @pytest.mark.parametrize(
