@@ -471,6 +471,9 @@ def test_worker_explicit_consumer_names(
         assert read_json_line(proc)["consumers"] == ["east", "west"]
         wait_until(lambda: client.xinfo_groups(key)[0]["entries-read"] == 5, what="reads")
         wait_until(lambda: client.xpending(key, "g")["pending"] == 0, what="acks")
+        # A consumer exists once it has read; the other may still be starting when the
+        # first one has drained all five entries.
+        wait_until(lambda: len(client.xinfo_consumers(key, "g")) == 2, what="both consumers")
         proc.send_signal(signal.SIGINT)
         out, err = rest_of_output(proc)
     finally:

@@ -13,7 +13,14 @@ import hiredis
 import pytest
 import redis
 
-from redis_streaming import ConsumerWorker, Entry, EventStream, InvalidEvent, StreamingError
+from redis_streaming import (
+    ConsumerWorker,
+    Entry,
+    EventStream,
+    InvalidEvent,
+    StreamingError,
+    UndecodableEntry,
+)
 from redis_streaming import _fastpath as fp
 from redis_streaming.server import EmbeddedServer
 
@@ -162,7 +169,8 @@ def test_parse_xreadgroup_shapes() -> None:
     resp2 = [["k", [["1-1", ["type", "a", "x", "1"]], ["1-2", None]]]]
     assert fp.parse_xreadgroup(resp2) == [Entry("1-1", {"type": "a", "x": "1"})]
     raw_bytes = [[b"k", [[b"1-1", [b"type", b"\xff"]]]]]
-    assert fp.parse_xreadgroup(raw_bytes) == [Entry("1-1", {"type": "\ufffd"})]
+    # Never a replacement character: the entry is kept whole, as bytes.
+    assert fp.parse_xreadgroup(raw_bytes) == [UndecodableEntry("1-1", {}, ((b"type", b"\xff"),))]
     resp3 = {"k": [["1-3", ["a", "b"]]]}
     assert fp.parse_xreadgroup(resp3) == [Entry("1-3", {"a": "b"})]
 

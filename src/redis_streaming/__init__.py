@@ -5,6 +5,7 @@ The public API. Everything not listed in ``__all__`` is private and may change.
 
 from ._backoff import Backoff
 from ._errors import (
+    EntryDecodeError,
     GroupMissing,
     InvalidEvent,
     InvalidInput,
@@ -26,6 +27,7 @@ from ._model import (
     ReapResult,
     StreamInfo,
     StreamStats,
+    UndecodableEntry,
 )
 from .cluster_server import LocalCluster
 from .consumers import ConsumerCleanup, delete_consumer_if_idle, delete_idle_consumers
@@ -55,6 +57,7 @@ __all__ = [
     "DeadLetters",
     "Delivery",
     "EmbeddedServer",
+    "EntryDecodeError",
     "Entry",
     "EventStream",
     "GroupHealth",
@@ -82,6 +85,7 @@ __all__ = [
     "StreamStats",
     "StreamingError",
     "TrimReport",
+    "UndecodableEntry",
     "__version__",
     "apply_and_ack",
     "check_health",

@@ -12,8 +12,8 @@ from typing import Any, Final
 
 from . import _codec as codec
 from ._errors import InvalidInput
-from ._model import Entry
-from .deadletter import META_PREFIX, original_fields
+from ._model import Entry, UndecodableEntry
+from .deadletter import metadata, original_fields, original_pairs
 
 __all__ = [
     "UsageError",
@@ -114,13 +114,27 @@ def consumer_names(prefix: str | None, count: int, explicit: str | None) -> list
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
-    """The JSON line shape of an entry: ``{"id": ..., "fields": {...}}``."""
-    return {"id": entry.id, "fields": dict(entry.fields)}
+    """The JSON line shape of an entry: ``{"id": ..., "fields": {...}}``.
+
+    An entry that is not valid UTF-8 also gets ``"undecodable": true`` and ``"raw"``: every
+    ``[name, value]`` pair with each bad byte shown as ``\\xNN`` (``fields`` has the pairs
+    that decode).
+    """
+    out: dict[str, Any] = {"id": entry.id, "fields": dict(entry.fields)}
+    if isinstance(entry, UndecodableEntry):
+        out["undecodable"] = True
+        out["raw"] = [[shown(n), shown(v)] for n, v in entry.raw]
+    return out
+
+
+def shown(raw: bytes) -> str:
+    """Bytes as text for people: UTF-8, with each undecodable byte written ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def dead_letter_json(entry: Entry) -> dict[str, Any]:
     """The JSON line shape of a dead letter: its metadata plus the original fields."""
-    meta = {k[len(META_PREFIX) :]: v for k, v in entry.fields.items() if k.startswith(META_PREFIX)}
+    meta = metadata(entry)
     deliveries = meta.get("deliveries", "")
     return {
         "id": entry.id,
@@ -131,5 +145,16 @@ def dead_letter_json(entry: Entry) -> dict[str, Any]:
         "reason": meta.get("reason"),
         "error": meta.get("error") or None,
         "at_ms": int(meta["at_ms"]) if meta.get("at_ms", "").isdigit() else None,
-        "fields": original_fields(entry),
+        **_original_json(entry),
+    }
+
+
+def _original_json(letter: Entry) -> dict[str, Any]:
+    if not isinstance(letter, UndecodableEntry):
+        return {"fields": original_fields(letter)}
+    pairs = original_pairs(letter)
+    return {
+        "fields": original_fields(letter),
+        "undecodable": True,
+        "raw": [[shown(n), shown(v)] for n, v in pairs],
     }

@@ -21,6 +21,7 @@ from ._model import (
     GroupInfo,
     PendingEntry,
     StreamInfo,
+    UndecodableEntry,
 )
 
 _MAX_U64 = 2**64 - 1
@@ -31,7 +32,10 @@ _MAX_NAME = 200
 
 
 def to_str(value: Any) -> str:
-    """Decode a reply value (bytes or str) to str; non-UTF-8 bytes are replaced, never raised."""
+    """Decode an ID, name or number from a reply; non-UTF-8 bytes are replaced, never raised.
+
+    Only for server-made values and names; entry fields go through :func:`make_entry`.
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
@@ -266,13 +270,58 @@ def encode_batch(events: Iterable[object], ts_ms: int) -> list[dict[str, str]]:
 # ---------------------------------------------------------------- entries
 
 
-def _fields(raw: Any) -> dict[str, str]:
-    if raw is None:
-        return {}
+def _raw_bytes(value: Any) -> bytes:
+    # str from a surrogateescape decode (the fast path) turns back into the exact bytes.
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
+
+
+def _decoded(value: Any) -> str | None:
+    """``value`` as text if it is valid UTF-8, else None (never a replacement character)."""
+    if type(value) is str:
+        if value.isascii():
+            return value
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+            return None
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return str(value)
+
+
+def _pairs(raw: Any) -> list[tuple[Any, Any]]:
     if isinstance(raw, Mapping):
-        return {to_str(k): to_str(v) for k, v in raw.items()}
+        return list(raw.items())
     it = iter(raw)
-    return {to_str(k): to_str(v) for k, v in zip(it, it, strict=True)}
+    return list(zip(it, it, strict=True))
+
+
+def make_entry(entry_id: Any, raw: Any) -> Entry:
+    """An entry from its ID and its fields (flat list or mapping, bytes or str).
+
+    Every name and value is decoded as strict UTF-8. If one is not valid, the result is an
+    :class:`UndecodableEntry` holding every pair's exact bytes; nothing is replaced.
+    """
+    eid = to_str(entry_id)
+    pairs = _pairs(raw)
+    fields: dict[str, str] = {}
+    bad = False
+    for name, value in pairs:
+        key, text = _decoded(name), _decoded(value)
+        if key is None or text is None:
+            bad = True
+        else:
+            fields[key] = text
+    if not bad:
+        return Entry(eid, fields)
+    raw_pairs = tuple((_raw_bytes(k), _raw_bytes(v)) for k, v in pairs)
+    return UndecodableEntry(eid, fields, raw_pairs)
 
 
 def parse_entry(raw: Any) -> Entry | None:
@@ -281,7 +330,7 @@ def parse_entry(raw: Any) -> Entry | None:
     # at least one field, so "no fields" means the payload is gone.
     if raw is None or raw[0] is None or not raw[1]:
         return None
-    return Entry(to_str(raw[0]), _fields(raw[1]))
+    return make_entry(raw[0], raw[1])
 
 
 def parse_entries(raw: Iterable[Any] | None) -> list[Entry]:
@@ -321,7 +370,7 @@ def xread_items(raw: Any) -> list[Any]:
 
 def parse_xread(raw: Any) -> list[Entry]:
     """XREAD/XREADGROUP reply as entries; entries whose payload was trimmed are skipped."""
-    return [Entry(to_str(i[0]), _fields(i[1])) for i in xread_items(raw) if i[1] is not None]
+    return [make_entry(i[0], i[1]) for i in xread_items(raw) if i[1] is not None]
 
 
 def parse_autoclaim(raw: Any) -> tuple[str, list[Entry], list[str]]:

@@ -10,14 +10,19 @@ It must not do I/O; every other module raises these and matches server errors on
     │   └── InvalidOption              a count, size or threshold out of range
     ├── RedisUnavailable               the server could not be reached or timed out
     ├── GroupMissing                   NOGROUP: the stream or its group does not exist (any more)
+    ├── EntryDecodeError               a stored entry is not valid UTF-8 (names its ID)
+    ├── ProduceError                   a batch failed part-way: says which events were stored
     └── ServerError                    any other error reply from the server
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.exceptions as rex
 
 __all__ = [
+    "EntryDecodeError",
     "GroupMissing",
     "InvalidEvent",
     "InvalidInput",
@@ -64,6 +69,20 @@ class RedisUnavailable(StreamingError):
 
 class GroupMissing(StreamingError):
     """The server answered NOGROUP: the stream key or the consumer group does not exist."""
+
+
+class EntryDecodeError(StreamingError):
+    """A stored entry has a field name or value that is not valid UTF-8.
+
+    ``entry_id`` names it; ``entry`` is the :class:`UndecodableEntry` with its exact bytes.
+    ConsumerWorker reports this through ``on_error`` instead of running the handler.
+    """
+
+    def __init__(self, entry: Any) -> None:
+        self.entry = entry
+        self.entry_id: str = entry.id
+        names = ", ".join(repr(n) for n in entry.bad_fields) or "?"
+        super().__init__(f"entry {entry.id} is not valid UTF-8 (fields {names})")
 
 
 class ServerError(StreamingError):

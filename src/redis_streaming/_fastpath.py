@@ -7,7 +7,10 @@ client (see :func:`supports`) or send anything other than what the plain redis-p
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from math import isfinite
@@ -16,7 +19,7 @@ from typing import Any
 import redis
 import redis.exceptions as rex
 
-from ._codec import encode_batch
+from ._codec import encode_batch, make_entry
 from ._errors import InvalidEvent
 from ._model import RESERVED_FIELDS, Entry
 
@@ -305,9 +308,32 @@ def pack_ack_read(
 
 
 def _text(value: Any) -> str:
+    # IDs and status replies only: the server makes them, always ASCII.
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+# A decode_responses client's hiredis reader decodes in C. For the reads below it decodes with
+# this handler instead of "strict": a bad byte becomes a lone surrogate (surrogateescape, so the
+# bytes can be recovered exactly) and bumps a counter, so a reply with no bad byte anywhere
+# costs no per-field check. A count bumped by another thread only means one extra check.
+_BAD_UTF8 = "redis_streaming.flag_utf8"
+_bad_bytes = [0]
+
+
+def _flag_and_escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    _bad_bytes[0] += 1
+    return codecs.lookup_error("surrogateescape")(exc)
+
+
+codecs.register_error(_BAD_UTF8, _flag_and_escape)
+
+
+def bad_bytes_seen() -> int:
+    """How many bad UTF-8 sequences the fast readers have escaped so far (compare before and
+    after a read: equal means every str in its reply is valid text)."""
+    return _bad_bytes[0]
 
 
 def _slot_setters() -> tuple[Callable[[Entry, Any], None], Callable[[Entry, Any], None]] | None:
@@ -326,11 +352,13 @@ def _slot_setters() -> tuple[Callable[[Entry, Any], None], Callable[[Entry, Any]
 _SETTERS = _slot_setters()
 
 
-def entries_from_items(items: Sequence[Any]) -> list[Entry]:
+def entries_from_items(items: Sequence[Any], checked: bool = True) -> list[Entry]:
     """``[id, [field, value, ...]]`` items as entries; items with nil fields (trimmed) skipped.
 
     Decoded (str) replies take the fast branch: one dict built from the flat list in C and the
-    entry's two slots set directly.
+    entry's two slots set directly. ``checked=False`` says the str replies may hold escaped
+    bad bytes (see :data:`_BAD_UTF8`): each entry is then checked, and one that is not valid
+    UTF-8 becomes an UndecodableEntry. Bytes replies are always decoded strictly.
     """
     out: list[Entry] = []
     append = out.append
@@ -341,7 +369,7 @@ def entries_from_items(items: Sequence[Any]) -> list[Entry]:
         eid, flat = item[0], item[1]
         if flat is None:
             continue
-        if type(eid) is str and type(flat) is list:
+        if checked and type(eid) is str and type(flat) is list:
             it = iter(flat)
             if _SETTERS is None:
                 append(Entry(eid, dict(zip(it, it, strict=False))))
@@ -350,16 +378,16 @@ def entries_from_items(items: Sequence[Any]) -> list[Entry]:
             set_id(entry, eid)
             set_fields(entry, dict(zip(it, it, strict=False)))
             append(entry)
-        elif isinstance(flat, Mapping):
-            append(Entry(_text(eid), {_text(k): _text(v) for k, v in flat.items()}))
         else:
-            it = iter([_text(x) for x in flat])
-            append(Entry(_text(eid), dict(zip(it, it, strict=False))))
+            append(make_entry(eid, flat))
     return out
 
 
-def parse_xreadgroup(raw: Any) -> list[Entry]:
-    """A raw (no redis-py callbacks) XREADGROUP reply: RESP2 list or RESP3 map, or nil."""
+def parse_xreadgroup(raw: Any, checked: bool = True) -> list[Entry]:
+    """A raw (no redis-py callbacks) XREADGROUP reply: RESP2 list or RESP3 map, or nil.
+
+    ``checked``: see :func:`entries_from_items`.
+    """
     if not raw:
         return []
     if isinstance(raw, Mapping):
@@ -369,7 +397,7 @@ def parse_xreadgroup(raw: Any) -> list[Entry]:
     entries: list[Entry] = []
     for items in streams:
         if items:
-            entries.extend(entries_from_items(items))
+            entries.extend(entries_from_items(items, checked))
     return entries
 
 
@@ -448,15 +476,16 @@ except ImportError:  # pragma: no cover - another redis-py layout: use read_resp
     _NOT_ENOUGH_DATA = None
 
 
-def _read_replies(conn: Any, replies: int) -> list[Any]:
+def _read_replies(conn: Any, replies: int, raw: bool = False) -> list[Any]:
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if reader is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
-        # No hiredis reader to drive directly: let redis-py read each reply (slower).
+        # No hiredis reader to drive directly: let redis-py read each reply (slower), as bytes
+        # when entries are read so a bad byte cannot raise half-way through a reply.
         out: list[Any] = []
         for _ in range(replies):
             try:
-                out.append(conn.read_response())
+                out.append(conn.read_response(disable_decoding=raw))
             except rex.ResponseError as exc:
                 out.append(exc)
         return out
@@ -486,29 +515,81 @@ def _read_replies(conn: Any, replies: int) -> list[Any]:
     return out
 
 
-def roundtrip(client: redis.Redis, payload: bytes | Iterable[bytes], replies: int) -> list[Any]:
+class Interrupted(rex.ConnectionError):
+    """A round trip's connection failed; ``sent`` is True once every byte had been written."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+_NEEDS_COMMAND_NAME: dict[type, bool] = {}
+
+
+def get_connection(pool: Any) -> Any:
+    """A connection from ``pool``; redis-py before 5.3 requires a command name, later ones
+    warn when given one."""
+    kind = type(pool)
+    needs = _NEEDS_COMMAND_NAME.get(kind)
+    if needs is None:
+        param = inspect.signature(pool.get_connection).parameters.get("command_name")
+        needs = _NEEDS_COMMAND_NAME[kind] = (
+            param is not None and param.default is inspect.Parameter.empty
+        )
+    return pool.get_connection("_") if needs else pool.get_connection()
+
+
+def _escape_bad_bytes(conn: Any) -> Callable[[], None] | None:
+    """Switch a decoding hiredis reader to the flagging handler; returns the undo, if any."""
+    encoder = getattr(conn, "encoder", None)
+    reader = getattr(getattr(conn, "_parser", None), "_reader", None)
+    if encoder is None or reader is None or not getattr(encoder, "decode_responses", False):
+        return None
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    reader.set_encoding(encoding=encoding, errors=_BAD_UTF8)
+    return lambda: reader.set_encoding(encoding=encoding, errors=errors)
+
+
+def roundtrip(
+    client: redis.Redis,
+    payload: bytes | Iterable[bytes],
+    replies: int,
+    *,
+    entries: bool = False,
+) -> list[Any]:
     """Send ``payload`` (one buffer, or buffers written as they are produced) and read
     ``replies`` raw replies, in order.
 
     Error replies are returned as ResponseError objects, after every reply has been read, so
-    the connection goes back to the pool in sync. A connection that fails mid-way is closed.
+    the connection goes back to the pool in sync. A connection that fails mid-way is closed
+    and :class:`Interrupted` says whether the whole payload had been written. ``entries``:
+    the replies carry entry fields, so a decoding reader escapes bad bytes instead of raising
+    (see :data:`_BAD_UTF8`).
     """
     pool = client.connection_pool
-    conn: Any = pool.get_connection()
+    conn: Any = get_connection(pool)
+    sent = False
+    undo = None
     try:
         if isinstance(payload, bytes):
             conn.send_packed_command([payload], check_health=False)
         else:
             for part in payload:
                 conn.send_packed_command([part], check_health=False)
-        return _read_replies(conn, replies)
-    except OSError as exc:
+        sent = True
+        if entries:
+            undo = _escape_bad_bytes(conn)
+        return _read_replies(conn, replies, raw=entries)
+    except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
         conn.disconnect()
-        raise rex.ConnectionError(f"connection lost during a batch: {exc}") from exc
+        raise Interrupted(f"connection lost during a round trip: {exc}", sent) from exc
     except BaseException:
         conn.disconnect()
         raise
     finally:
+        if undo is not None:
+            with contextlib.suppress(Exception):  # a reader gone with a reconnect: nothing to undo
+                undo()
         pool.release(conn)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "ReapResult",
     "StreamInfo",
     "StreamStats",
+    "UndecodableEntry",
 ]
 
 #: Fields every entry written by this library carries before its payload.
@@ -56,6 +57,41 @@ class Entry:
     def id_ms(self) -> int:
         """The millisecond part of the ID: when the server accepted the entry."""
         return int(self.id.partition("-")[0])
+
+    @property
+    def undecodable(self) -> bool:
+        """True for an :class:`UndecodableEntry` (a field that is not valid UTF-8)."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableEntry(Entry):
+    """An entry with a field name or value that is not valid UTF-8, kept exactly as stored.
+
+    ``raw`` holds every ``(name, value)`` pair as the server's bytes, in stream order;
+    ``fields`` holds only the pairs that decode, so ``type`` still shows when it is readable.
+    Nothing is replaced or dropped silently: read ``raw`` for the entry itself. A worker never
+    passes one to its handler; it reports it and dead-letters it with these bytes.
+    """
+
+    raw: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def undecodable(self) -> bool:
+        return True
+
+    @property
+    def bad_fields(self) -> tuple[bytes, ...]:
+        """The raw names of the fields whose name or value is not valid UTF-8."""
+        return tuple(name for name, value in self.raw if not _utf8(name) or not _utf8(value))
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,23 +8,34 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 import redis.exceptions as rex
 
 from . import _codec as codec
 from ._errors import InvalidName, translate
-from ._model import RESERVED_FIELDS, Entry
-from .stream import EventStream, now_ms
+from ._model import Entry, UndecodableEntry
+from .stream import EventStream, now_ms, read_entries
 
 logger = logging.getLogger(__name__)
 
 DLQ_SUFFIX: Final = ":dlq"
 #: Prefix of the metadata fields a dead letter carries next to the original fields.
 META_PREFIX: Final = "dlq."
+#: Prepended to an original field name that starts with META_PREFIX or with itself, so no
+#: original field can collide with the metadata; redrive strips it again.
+ESCAPE: Final = "~"
+#: ``dlq.format``: 2 = original names escaped with ESCAPE (1, older, had no marker).
+FORMAT: Final = "2"
 REASON_FAILED: Final = "max deliveries reached"
 REASON_TRIMMED: Final = "payload trimmed"
+REASON_UNDECODABLE: Final = "not valid UTF-8"
+
+_META_B = META_PREFIX.encode()
+_ESCAPE_B = ESCAPE.encode()
+
+Name = TypeVar("Name", str, bytes)
 
 
 def default_dlq_key(stream_key: str) -> str:
@@ -32,8 +43,19 @@ def default_dlq_key(stream_key: str) -> str:
     return stream_key + DLQ_SUFFIX
 
 
+def escape_name(name: Name) -> Name:
+    """An original field name as stored in a dead letter (pure; str or bytes)."""
+    if isinstance(name, bytes):
+        return _ESCAPE_B + name if name.startswith((_META_B, _ESCAPE_B)) else name
+    return ESCAPE + name if name.startswith((META_PREFIX, ESCAPE)) else name
+
+
+def _unescape(name: Name) -> Name:
+    return name[1:] if name.startswith(_ESCAPE_B if isinstance(name, bytes) else ESCAPE) else name
+
+
 def dead_letter_fields(
-    fields: dict[str, str] | None,
+    fields: Mapping[str, str] | Iterable[tuple[bytes, bytes]] | None,
     *,
     original_id: str,
     group: str,
@@ -41,9 +63,13 @@ def dead_letter_fields(
     deliveries: int,
     reason: str,
     error: str | None,
-) -> dict[str, str]:
-    """The fields of a dead letter: the original fields plus ``dlq.*`` metadata (pure)."""
-    out = dict(fields or {})
+) -> dict[Any, Any]:
+    """A dead letter's fields: the original pairs (names escaped, values untouched, bytes kept
+    as bytes), then the ``dlq.*`` metadata (pure)."""
+    pairs: Iterable[tuple[Any, Any]] = (
+        fields.items() if isinstance(fields, Mapping) else (fields or ())
+    )
+    out: dict[Any, Any] = {escape_name(k): v for k, v in pairs}
     out[META_PREFIX + "original_id"] = original_id
     out[META_PREFIX + "group"] = group
     out[META_PREFIX + "consumer"] = consumer
@@ -51,12 +77,39 @@ def dead_letter_fields(
     out[META_PREFIX + "reason"] = reason
     out[META_PREFIX + "error"] = (error or "")[:2000]
     out[META_PREFIX + "at_ms"] = str(now_ms())
+    out[META_PREFIX + "format"] = FORMAT
     return out
 
 
-def original_fields(entry: Entry) -> dict[str, str]:
-    """A dead letter's fields without the ``dlq.*`` metadata (what redrive puts back)."""
-    return {k: v for k, v in entry.fields.items() if not k.startswith(META_PREFIX)}
+def metadata(letter: Entry) -> dict[str, str]:
+    """A dead letter's ``dlq.*`` fields, without the prefix (``original_id``, ``reason``, ...)."""
+    return {
+        k[len(META_PREFIX) :]: v for k, v in letter.fields.items() if k.startswith(META_PREFIX)
+    }
+
+
+def original_fields(letter: Entry) -> dict[str, str]:
+    """A dead letter's original fields, names unescaped: exactly what was produced.
+
+    For a letter holding bytes that are not UTF-8 use :func:`original_pairs`.
+    """
+    escaped = META_PREFIX + "format" in letter.fields
+    return {
+        (_unescape(k) if escaped else k): v
+        for k, v in letter.fields.items()
+        if not k.startswith(META_PREFIX)
+    }
+
+
+def original_pairs(letter: Entry) -> list[tuple[Any, Any]]:
+    """The original ``(name, value)`` pairs of a dead letter, exactly as first stored: str
+    pairs, or the exact bytes when the letter is an UndecodableEntry."""
+    if not isinstance(letter, UndecodableEntry):
+        return list(original_fields(letter).items())
+    escaped = META_PREFIX + "format" in letter.fields
+    return [
+        (_unescape(k) if escaped else k, v) for k, v in letter.raw if not k.startswith(_META_B)
+    ]
 
 
 class DeadLetters:
@@ -80,7 +133,7 @@ class DeadLetters:
     ) -> str:
         """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID."""
         fields = dead_letter_fields(
-            dict(entry.fields),
+            entry.raw if isinstance(entry, UndecodableEntry) else entry.fields,
             original_id=entry.id,
             group=group,
             consumer=consumer,
@@ -90,7 +143,7 @@ class DeadLetters:
         )
         try:
             pipe = self.stream.client.pipeline(transaction=True)
-            pipe.xadd(self.key, fields)  # type: ignore[arg-type]
+            pipe.xadd(self.key, fields)
             pipe.xack(self.stream.key, group, entry.id)
             new_id, _acked = pipe.execute()
         except rex.RedisError as exc:
@@ -119,7 +172,7 @@ class DeadLetters:
             for entry_id in ids:
                 pipe.xadd(
                     self.key,
-                    dead_letter_fields(  # type: ignore[arg-type]
+                    dead_letter_fields(
                         None,
                         original_id=entry_id,
                         group=group,
@@ -156,7 +209,10 @@ class DeadLetters:
         if count is not None:
             codec.validate_int(count, "count", minimum=1)
         try:
-            raw = self.stream.client.xrange(self.key, start, end, count=count)
+            args: tuple[Any, ...] = ("XRANGE", self.key, start, end)
+            if count is not None:
+                args += ("COUNT", count)
+            raw = read_entries(self.stream.client, *args)
         except rex.RedisError as exc:
             raise translate(exc) from exc
         return codec.parse_entries(raw)
@@ -186,9 +242,9 @@ class DeadLetters:
             pipe = self.stream.client.pipeline(transaction=True)
             movable = []
             for letter in letters:
-                fields = original_fields(letter)
-                if any(k not in RESERVED_FIELDS for k in fields) or "type" in fields:
-                    pipe.xadd(self.stream.key, fields)  # type: ignore[arg-type]
+                pairs = original_pairs(letter)
+                if pairs:  # a trimmed-payload record has no event to put back
+                    pipe.xadd(self.stream.key, dict(pairs))
                     movable.append(letter.id)
                 pipe.xdel(self.key, letter.id)
             results = pipe.execute()

@@ -74,6 +74,15 @@ def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def read_entries(client: Any, *args: Any) -> Any:
+    """Send a command whose reply carries entry fields; the reply is read as bytes.
+
+    redis-py's callbacks still shape it, but a ``decode_responses`` client cannot fail on a
+    field that is not UTF-8: _codec.make_entry decodes strictly and keeps such an entry whole.
+    """
+    return client.execute_command(*args, NEVER_DECODE=True)
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds since the epoch (the ``ts_ms`` field)."""
     return time.time_ns() // 1_000_000
@@ -266,10 +275,10 @@ class EventStream:
     def _read_group(
         self, group: str, consumer: str, start: str, count: int, block_ms: int | None
     ) -> list[Entry]:
-        raw = self.client.xreadgroup(
-            group, consumer, {self.key: start}, count=count, block=block_ms
-        )
-        return codec.parse_xread(raw)
+        args: tuple[Any, ...] = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count)
+        if block_ms is not None:
+            args += ("BLOCK", block_ms)
+        return codec.parse_xread(read_entries(self.client, *args, "STREAMS", self.key, start))
 
     @_redis_errors
     def consume(
@@ -297,7 +306,10 @@ class EventStream:
 
         Returns the readable entries and the IDs whose payload was trimmed away (nil fields).
         """
-        raw = self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
+        raw = read_entries(
+            self.client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+            "STREAMS", self.key, after,
+        )
         entries: list[Entry] = []
         deleted: list[str] = []
         for item in codec.xread_items(raw):
@@ -349,8 +361,9 @@ class EventStream:
         self, group: str, consumer: str, min_idle_ms: int, start_id: str, count: int
     ) -> tuple[str, list[Entry], list[str]]:
         """One XAUTOCLAIM call: (next cursor, claimed entries, IDs deleted by trimming)."""
-        raw = self.client.xautoclaim(
-            self.key, group, consumer, min_idle_ms, start_id=start_id, count=count
+        raw = read_entries(
+            self.client, "XAUTOCLAIM", self.key, group, consumer, min_idle_ms, start_id,
+            "COUNT", count,
         )
         cursor, entries, deleted = codec.parse_autoclaim(raw)
         self._count(claimed=len(entries))
@@ -435,7 +448,7 @@ class EventStream:
             return []
         for entry_id in ids:
             codec.validate_id(entry_id, "entry ID")
-        raw = self.client.xclaim(self.key, group, consumer, min_idle_ms, list[Any](ids))
+        raw = read_entries(self.client, "XCLAIM", self.key, group, consumer, min_idle_ms, *ids)
         entries = codec.parse_entries(raw)
         self._count(claimed=len(entries))
         return entries
@@ -506,7 +519,7 @@ class EventStream:
         codec.validate_range_bound(end, "end")
         if count is not None:
             codec.validate_int(count, "count", minimum=1)
-        return codec.parse_entries(self.client.xrange(self.key, start, end, count=count))
+        return codec.parse_entries(self._xrange("XRANGE", start, end, count))
 
     def iter_replay(
         self, start: str = "-", end: str = "+", page: int = DEFAULT_REPLAY_PAGE
@@ -518,7 +531,7 @@ class EventStream:
         cursor = start
         while True:
             try:
-                raw = self.client.xrange(self.key, cursor, end, count=page)
+                raw = self._xrange("XRANGE", cursor, end, page)
             except rex.RedisError as exc:
                 raise translate(exc) from exc
             entries = codec.parse_entries(raw)
@@ -531,7 +544,11 @@ class EventStream:
     def tail(self, count: int = 10) -> list[Entry]:
         """XREVRANGE: the newest ``count`` entries, newest first."""
         codec.validate_int(count, "count", minimum=1)
-        return codec.parse_entries(self.client.xrevrange(self.key, "+", "-", count=count))
+        return codec.parse_entries(self._xrange("XREVRANGE", "+", "-", count))
+
+    def _xrange(self, command: str, start: str, end: str, count: int | None) -> Any:
+        args: tuple[Any, ...] = (command, self.key, start, end)
+        return read_entries(self.client, *(args if count is None else (*args, "COUNT", count)))
 
     @_redis_errors
     def length(self) -> int:
@@ -569,7 +586,7 @@ class EventStream:
 
     def info_stream(self) -> StreamInfo:
         """XINFO STREAM; a missing stream gives ``StreamInfo(exists=False, length=0)``."""
-        raw = self._missing_ok(lambda: self.client.xinfo_stream(self.key), None)
+        raw = self._missing_ok(lambda: read_entries(self.client, "XINFO", "STREAM", self.key), None)
         return codec.parse_stream_info(self.key, raw)
 
     def info_groups(self) -> list[GroupInfo]:

@@ -6,6 +6,7 @@ whose handler has not returned. Commands themselves go through EventStream; noth
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -19,9 +20,16 @@ from . import _codec as codec
 from . import _fastpath
 from ._backoff import Backoff
 from ._batching import ReadSizer
-from ._errors import GroupMissing, InvalidOption, StreamingError, is_nogroup, translate
+from ._errors import (
+    EntryDecodeError,
+    GroupMissing,
+    InvalidOption,
+    StreamingError,
+    is_nogroup,
+    translate,
+)
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
-from .deadletter import DeadLetters
+from .deadletter import REASON_FAILED, REASON_UNDECODABLE, DeadLetters
 from .stream import DEFAULT_AUTOCLAIM_MAX_PAGES, DEFAULT_AUTOCLAIM_PAGE, EventStream, now_ms
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,36 @@ MissingGroupPolicy = Literal["0", "$", "stop"]
 
 def _noop(entry: Entry) -> None:
     return None
+
+
+def _unawaited(result: Any, handler: Handler) -> InvalidOption:
+    """Close an awaitable a sync handler returned (so it never runs half-way) and say why."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()
+    return InvalidOption(
+        f"handler {handler!r} returned an awaitable ({type(result).__name__}); ConsumerWorker "
+        "runs sync handlers only, so the entry was not acked (wrap async code with "
+        "asyncio.run or run it from a sync function)"
+    )
+
+
+def check_handler(handler: object) -> Handler:
+    """A callable that is not a coroutine function; raises InvalidOption naming it."""
+    if not callable(handler):
+        raise InvalidOption(f"handler must be callable, got {handler!r}")
+    # An object whose __call__ is async is just as unrunnable as an async function.
+    call = handler if inspect.isroutine(handler) else type(handler).__call__
+    if (
+        inspect.iscoroutinefunction(handler)
+        or inspect.iscoroutinefunction(call)
+        or inspect.isasyncgenfunction(handler)
+    ):
+        raise InvalidOption(
+            f"handler {handler!r} is an async function; ConsumerWorker calls handlers "
+            "synchronously and would ack an entry whose coroutine never ran"
+        )
+    return handler
 
 
 class ConsumerWorker:
@@ -90,7 +128,7 @@ class ConsumerWorker:
         self.stream = stream
         self.group = codec.validate_name(group, "group")
         self.name = codec.validate_name(name, "consumer")
-        self.handler: Handler = handler or _noop
+        self.handler: Handler = _noop if handler is None else check_handler(handler)
         self.count = codec.validate_int(count, "count", minimum=1, maximum=100_000)
         if batch_budget_ms is not None and (
             isinstance(batch_budget_ms, bool)
@@ -279,7 +317,10 @@ class ConsumerWorker:
 
     def _dead_letter(self, entry: Entry, deliveries: int, error: str | None, reaped: bool) -> bool:
         try:
-            self.dead_letters.send(self.group, self.name, entry, deliveries=deliveries, error=error)
+            reason = REASON_UNDECODABLE if entry.undecodable else REASON_FAILED
+            self.dead_letters.send(
+                self.group, self.name, entry, deliveries=deliveries, error=error, reason=reason
+            )
         except StreamingError as exc:
             logger.warning("could not dead-letter %s: %s (stays pending)", entry.id, exc)
             self._record(entry, "error", reaped, error)
@@ -319,7 +360,11 @@ class ConsumerWorker:
                 self._dead_letter(entry, n, "delivered too often without an ack", reaped)
                 continue
             try:
-                handler(entry)
+                if entry.undecodable:
+                    raise EntryDecodeError(entry)
+                result = handler(entry)
+                if result is not None and inspect.isawaitable(result):
+                    raise _unawaited(result, handler)
             except Exception as exc:
                 self._fail(entry, exc, n, reaped)
                 continue
@@ -503,7 +548,8 @@ class ConsumerWorker:
         payload = _fastpath.pack_ack_read(
             stream.key, self.group, self.name, acks, self._sizer.count, self._block_now()
         )
-        replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1)
+        flagged = _fastpath.bad_bytes_seen()
+        replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1, entries=True)
         if acks:
             acked = replies[0]
             if isinstance(acked, Exception):
@@ -513,7 +559,7 @@ class ConsumerWorker:
         raw = replies[-1]
         if isinstance(raw, Exception):
             raise raw
-        return _fastpath.parse_xreadgroup(raw)
+        return _fastpath.parse_xreadgroup(raw, checked=_fastpath.bad_bytes_seen() == flagged)
 
     def _startup(self) -> None:
         self.stream.ensure_group(self.group, self.group_start)
