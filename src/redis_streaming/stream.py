@@ -369,7 +369,7 @@ class EventStream:
         self._count(claimed=len(entries))
         return cursor, entries, deleted
 
-    def iter_autoclaim(
+    def autoclaim_pages(
         self,
         group: str,
         consumer: str,
@@ -378,8 +378,14 @@ class EventStream:
         page_count: int = DEFAULT_AUTOCLAIM_PAGE,
         start_id: str = "0-0",
         max_pages: int = DEFAULT_AUTOCLAIM_MAX_PAGES,
-    ) -> Iterator[tuple[list[Entry], list[str]]]:
-        """XAUTOCLAIM page by page, following the cursor until 0-0 or ``max_pages``."""
+    ) -> Iterator[ClaimResult]:
+        """XAUTOCLAIM page by page: one ClaimResult per call, empty pages included.
+
+        Each result's ``next_start_id`` is the server's cursor after that page; the last one
+        is ``"0-0"`` only when the server said the sweep of the PEL is complete, otherwise it
+        is where to resume. One call scans at most ``10 * page_count`` PEL entries (a server
+        limit), so a page may claim nothing and still move the cursor.
+        """
         codec.validate_name(group, "group")
         codec.validate_name(consumer, "consumer")
         codec.validate_int(page_count, "page_count", minimum=1)
@@ -395,10 +401,34 @@ class EventStream:
                 )
             except rex.RedisError as exc:
                 raise translate(exc) from exc
-            if entries or deleted:
-                yield entries, deleted
-            if cursor in ("0-0", "0"):
+            if cursor == "0":
+                cursor = "0-0"
+            yield ClaimResult(tuple(entries), tuple(deleted), cursor)
+            if cursor == "0-0":
                 return
+
+    def iter_autoclaim(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int | None = None,
+        page_count: int = DEFAULT_AUTOCLAIM_PAGE,
+        start_id: str = "0-0",
+        max_pages: int = DEFAULT_AUTOCLAIM_MAX_PAGES,
+    ) -> Iterator[tuple[list[Entry], list[str]]]:
+        """XAUTOCLAIM page by page, following the cursor until 0-0 or ``max_pages``; yields
+        only the pages that claimed or found something (see :meth:`autoclaim_pages`)."""
+        for page in self.autoclaim_pages(
+            group,
+            consumer,
+            min_idle_ms=min_idle_ms,
+            page_count=page_count,
+            start_id=start_id,
+            max_pages=max_pages,
+        ):
+            if page.claimed or page.deleted_ids:
+                yield list(page.claimed), list(page.deleted_ids)
 
     def autoclaim(
         self,
@@ -412,12 +442,16 @@ class EventStream:
     ) -> ClaimResult:
         """Take entries idle longer than ``min_idle_ms`` (default: ``claim_min_idle_ms``).
 
-        Pages through XAUTOCLAIM's cursor. ``deleted_ids`` lists pending entries whose payload
-        was trimmed before anyone processed them (Redis 7+ drops them from the PEL).
+        Pages through XAUTOCLAIM's cursor, at most ``max_pages`` calls of ``page_count``.
+        ``next_start_id`` is ``"0-0"`` when the server finished the sweep, else the cursor to
+        pass as ``start_id`` to resume: resuming claims the rest exactly once. ``deleted_ids``
+        lists pending entries whose payload was trimmed before anyone processed them (Redis 7+
+        drops them from the PEL).
         """
         claimed: list[Entry] = []
         deleted: list[str] = []
-        for entries, gone in self.iter_autoclaim(
+        cursor = start_id
+        for page in self.autoclaim_pages(
             group,
             consumer,
             min_idle_ms=min_idle_ms,
@@ -425,18 +459,20 @@ class EventStream:
             start_id=start_id,
             max_pages=max_pages,
         ):
-            claimed.extend(entries)
-            deleted.extend(gone)
+            claimed.extend(page.claimed)
+            deleted.extend(page.deleted_ids)
+            cursor = page.next_start_id
         if claimed or deleted:
             logger.info(
-                "autoclaim on %s/%s to %s: %d claimed, %d deleted",
+                "autoclaim on %s/%s to %s: %d claimed, %d deleted, next %s",
                 self.key,
                 group,
                 consumer,
                 len(claimed),
                 len(deleted),
+                cursor,
             )
-        return ClaimResult(tuple(claimed), tuple(deleted))
+        return ClaimResult(tuple(claimed), tuple(deleted), cursor)
 
     @_redis_errors
     def claim(self, group: str, consumer: str, ids: Sequence[str], min_idle_ms: int) -> list[Entry]:

@@ -179,6 +179,7 @@ class ConsumerWorker:
         self._group_missing_logged = False
         self._failures_in_row = 0
         self._next_reap = 0.0
+        self._reap_cursor = "0-0"
         self.processed = 0
         self.reaped = 0
         self.failed = 0
@@ -433,13 +434,18 @@ class ConsumerWorker:
         deleted_all: list[str] = []
         dl_before = self.dead_lettered
         with self._process_lock:
-            for entries, deleted in self.stream.iter_autoclaim(
+            # Resume where the last sweep stopped: a PEL longer than one sweep (young entries
+            # in front of idle ones included) is covered over successive sweeps.
+            for page in self.stream.autoclaim_pages(
                 self.group,
                 self.name,
                 min_idle_ms=idle,
                 page_count=DEFAULT_AUTOCLAIM_PAGE,
+                start_id=self._reap_cursor,
                 max_pages=DEFAULT_AUTOCLAIM_MAX_PAGES,
             ):
+                self._reap_cursor = page.next_start_id
+                entries, deleted = list(page.claimed), page.deleted_ids
                 claimed += len(entries)
                 deleted_all.extend(deleted)
                 try:
