@@ -245,6 +245,18 @@ def _check_key(key: object) -> None:
         raise InvalidEvent(f"payload key {key!r} is not valid Unicode text")
 
 
+def batch_list(events: object) -> list[Any]:
+    """A batch as a list; anything that is not an iterable of events raises InvalidEvent."""
+    if isinstance(events, list):
+        return events
+    if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable):
+        raise InvalidEvent(
+            f"a batch must be a list (or iterable) of (event_type, payload) pairs, "
+            f"got {type(events).__name__}: {events!r:.80}"
+        )
+    return list(events)
+
+
 def encode_batch(events: Iterable[object], ts_ms: int) -> list[dict[str, str]]:
     """Validate a whole batch of ``(event_type, payload)`` pairs before anything is sent."""
     out: list[dict[str, str]] = []

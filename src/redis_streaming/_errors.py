@@ -9,14 +9,15 @@ It must not do I/O; every other module raises these and matches server errors on
     │   ├── InvalidName                empty or unusable group/consumer/key name
     │   └── InvalidOption              a count, size or threshold out of range
     ├── RedisUnavailable               the server could not be reached or timed out
+    │   └── ProduceError               a batch failed part-way: says exactly what was stored
     ├── GroupMissing                   NOGROUP: the stream or its group does not exist (any more)
     ├── EntryDecodeError               a stored entry is not valid UTF-8 (names its ID)
-    ├── ProduceError                   a batch failed part-way: says which events were stored
     └── ServerError                    any other error reply from the server
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.exceptions as rex
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidName",
     "InvalidOption",
     "InvalidStreamId",
+    "ProduceError",
     "RedisUnavailable",
     "ServerError",
     "StreamingError",
@@ -65,6 +67,46 @@ class InvalidOption(InvalidInput):
 
 class RedisUnavailable(StreamingError):
     """The Redis server could not be reached, or the connection dropped or timed out."""
+
+
+class ProduceError(RedisUnavailable):
+    """A batch failed part-way; this says exactly what of it is in the stream.
+
+    ``ids`` has one slot per event of the batch: its ID if stored, else None. ``stored``,
+    ``not_stored`` and ``unknown`` are batch indexes; ``unknown`` is empty unless the server
+    could not be asked afterwards (then those events are either all stored or none).
+    Nothing is ever sent twice, so sending ``not_stored`` again cannot duplicate.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        ids: Sequence[str | None],
+        unknown: Sequence[int] = (),
+    ) -> None:
+        super().__init__(message)
+        unsure = set(unknown)
+        self.ids: tuple[str | None, ...] = tuple(ids)
+        self.unknown: tuple[int, ...] = tuple(sorted(unsure))
+        self.stored: tuple[int, ...] = tuple(i for i, x in enumerate(ids) if x is not None)
+        self.not_stored: tuple[int, ...] = tuple(
+            i for i, x in enumerate(ids) if x is None and i not in unsure
+        )
+
+    @classmethod
+    def build(
+        cls, total: int, stored: Mapping[int, str], unknown: Sequence[int], cause: BaseException
+    ) -> ProduceError:
+        """From the IDs known so far (batch index -> ID) and the failure that stopped it."""
+        ids = [stored.get(i) for i in range(total)]
+        known = sum(x is not None for x in ids)
+        lost = total - known - len(unknown)
+        message = (
+            f"batch of {total} failed ({_message(cause) or type(cause).__name__}): "
+            f"{known} stored, {lost} not stored"
+            + (f", {len(unknown)} unknown (indexes {unknown[0]}-{unknown[-1]})" if unknown else "")
+        )
+        return cls(message, ids, unknown)
 
 
 class GroupMissing(StreamingError):

@@ -64,7 +64,7 @@ def _bulk(text: str) -> str:
     return f"${len(text.encode())}\r\n{text}\r\n"
 
 
-def _pack_xadd_text(
+def _pack_xaddtext(
     prefix: tuple[str, ...], batch: Sequence[Mapping[str, str]], exact: bool
 ) -> str:
     prefix_text = "".join([_bulk(arg) for arg in prefix])
@@ -103,9 +103,9 @@ def pack_xadd_batch(
     command separately.
     """
     prefix = xadd_prefix(key, maxlen, approximate)
-    text = _pack_xadd_text(prefix, batch, exact=False)
+    text = _pack_xaddtext(prefix, batch, exact=False)
     if not text.isascii():
-        text = _pack_xadd_text(prefix, batch, exact=True)
+        text = _pack_xaddtext(prefix, batch, exact=True)
     return text.encode()
 
 
@@ -225,13 +225,15 @@ def iter_packed(
 _PLAIN_INT = 10**4000  # str() of a larger int can raise (sys.int_info.default_max_str_digits)
 
 
-def plain(events: Sequence[object]) -> bool:
+def plain(events: Sequence[object], limit: int | None = None) -> bool:
     """True if every event is of the common kind :func:`iter_packed` packs inline.
 
     Such a batch cannot fail to pack, so its XADDs may be written while the rest is still
     being packed. False (some event needs the full checks, or is invalid) means: pack it all
-    first with :func:`pack_events`. Pure; only caches valid names.
+    first with :func:`pack_events`. ``limit``: a str value longer than this many bytes is
+    not plain either (the server's proto-max-bulk-len). Pure; only caches valid names.
     """
+    cap = _PLAIN_INT if limit is None else limit
     names = _PAYLOAD_NAMES
     types = _TYPE_CACHE
     for item in events:
@@ -247,7 +249,7 @@ def plain(events: Sequence[object]) -> bool:
                 return False
             kind = type(value)
             if kind is str:
-                if not value.isascii():
+                if not value.isascii() or len(value) > cap:
                     return False
             elif kind is int:
                 if not -_PLAIN_INT < value < _PLAIN_INT:
@@ -285,7 +287,7 @@ def _pack_slow(prefix: tuple[str, ...], item: object, index: int, ts_ms: int) ->
         fields = encode_batch([item], ts_ms)[0]
     except InvalidEvent as exc:
         raise InvalidEvent(str(exc).replace("batch item 0", f"batch item {index}", 1)) from None
-    return _pack_xadd_text(prefix, [fields], exact=True)
+    return _pack_xaddtext(prefix, [fields], exact=True)
 
 
 def pack_ack_read(
@@ -307,7 +309,7 @@ def pack_ack_read(
     return pack_command(("XACK", key, group, *acks)) + pack_command(read)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     # IDs and status replies only: the server makes them, always ASCII.
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -458,7 +460,7 @@ def _collect_ids(ids: list[str], replies: list[Any]) -> None:
         ids += replies
         return
     first_error(replies)
-    ids.extend([r if type(r) is str else _text(r) for r in replies])
+    ids.extend([r if type(r) is str else text(r) for r in replies])
 
 
 def supports(client: object) -> bool:
@@ -476,7 +478,7 @@ except ImportError:  # pragma: no cover - another redis-py layout: use read_resp
     _NOT_ENOUGH_DATA = None
 
 
-def _read_replies(conn: Any, replies: int, raw: bool = False) -> list[Any]:
+def read_replies(conn: Any, replies: int, raw: bool = False) -> list[Any]:
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if reader is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
@@ -579,7 +581,7 @@ def roundtrip(
         sent = True
         if entries:
             undo = _escape_bad_bytes(conn)
-        return _read_replies(conn, replies, raw=entries)
+        return read_replies(conn, replies, raw=entries)
     except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
         conn.disconnect()
         raise Interrupted(f"connection lost during a round trip: {exc}", sent) from exc

@@ -18,7 +18,7 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _fastpath
+from . import _fastpath, _produce
 from ._backoff import Backoff
 from ._errors import (
     InvalidOption,
@@ -72,6 +72,12 @@ def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise translate(exc) from exc
 
     return wrapper
+
+
+def _refresh_slots(client: Any) -> Callable[[], None] | None:
+    """For a cluster client: re-read the slot map (after MOVED/ASK); None otherwise."""
+    nodes = getattr(client, "nodes_manager", None)
+    return None if nodes is None else nodes.initialize
 
 
 def read_entries(client: Any, *args: Any) -> Any:
@@ -154,30 +160,18 @@ class EventStream:
             cap = codec.validate_int(cap, "maxlen", minimum=1)
         return cap, self.approximate if approximate is None else approximate
 
-    def _retry(self, call: Callable[[], R]) -> R:
-        """Run one write, retrying connection errors ``retries`` times with jittered backoff.
-
-        At-least-once: a write that reached the server before the connection dropped is sent
-        again, so a retried XADD (or batch) may be stored twice.
-        """
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-                if attempt >= self.retries:
-                    raise
-                delay = self.backoff.delay(attempt)
-                logger.warning(
-                    "XADD to %s failed (%s); retry %d/%d in %.2fs",
-                    self.key,
-                    exc,
-                    attempt + 1,
-                    self.retries,
-                    delay,
-                )
-                attempt += 1
-                time.sleep(delay)
+    def _write(self, rounds: Sequence[_produce.Round], total: int) -> list[str]:
+        """Write rounds so that no event is ever stored twice (see _produce)."""
+        ids = _produce.write_rounds(
+            self.client,
+            rounds,
+            total,
+            retries=self.retries,
+            backoff=self.backoff,
+            on_moved=_refresh_slots(self.client),
+        )
+        self._count(produced=len(ids))
+        return ids
 
     @_redis_errors
     def produce(
@@ -188,19 +182,20 @@ class EventStream:
         maxlen: int | _Unset | None = UNSET,
         approximate: bool | None = None,
     ) -> str:
-        """XADD one event; returns its server-assigned ID. Invalid events raise InvalidEvent."""
+        """XADD one event (in a MULTI/EXEC round); returns its server-assigned ID.
+
+        Raises InvalidEvent for an event that cannot be stored (nothing is sent), and
+        ProduceError (a RedisUnavailable) if the connection failed and the event may or may
+        not be stored; it is never stored twice (docs/RELIABILITY.md, "Producing").
+        """
         fields = codec.encode_event(event_type, payload, now_ms())
         cap, approx = self._cap(maxlen, approximate)
-        if _fastpath.supports(self.client):
-            entry_id: Any = self._retry(
-                lambda: _fastpath.xadd_batch(self.client, self.key, [fields], cap, approx)[0]
-            )
-        else:
-            entry_id = self._retry(
-                lambda: self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-            )
-        self._count(produced=1)
-        return codec.to_str(entry_id)
+        if not _produce.supported(self.client):
+            return codec.to_str(self.client.xadd(self.key, fields, maxlen=cap, approximate=approx))  # type: ignore[arg-type]
+        limit = _produce.max_bulk(self.client)
+        _produce.check_sizes([(event_type, fields)], limit, "event")
+        packed = _fastpath.pack_xadd_batch(self.key, [fields], cap, approx)
+        return self._write([_produce.Round(self.key, (0,), lambda: (packed,))], 1)[0]
 
     @_redis_errors
     def produce_batch(
@@ -210,40 +205,61 @@ class EventStream:
         maxlen: int | _Unset | None = UNSET,
         approximate: bool | None = None,
     ) -> list[str]:
-        """XADD many events in pipelined round trips; returns their IDs in order.
+        """XADD many events; returns their IDs in input order.
 
-        The whole batch is validated first: one bad event rejects it and nothing is written.
+        The whole batch is validated first (against the server's proto-max-bulk-len too): one
+        bad event raises InvalidEvent naming its index and field, and nothing is written.
+        Each round trip of up to 1000 events is one MULTI/EXEC, so a dropped connection never
+        leaves a round half-stored, and no round is sent twice: ProduceError says which
+        events are stored (with IDs) if the batch cannot be finished.
         """
         cap, approx = self._cap(maxlen, approximate)
-        if _fastpath.supports(self.client):
-            batch = events if isinstance(events, list) else list(events)
-            if not batch:
-                return []
-            ts = now_ms()
-            if _fastpath.plain(batch):
-                # Every event valid and packable inline: write slices while packing the rest.
-                ids = self._retry(
-                    lambda: _fastpath.xadd_streamed(self.client, self.key, batch, ts, cap, approx)
-                )
-            else:
-                # Validated and packed in one pass; nothing is sent until the whole batch passed.
-                rounds, count = _fastpath.pack_events(self.key, batch, ts, cap, approx)
-                ids = self._retry(lambda: _fastpath.send_rounds(self.client, rounds, count))
-            self._count(produced=len(ids))
-            return ids
-        encoded = codec.encode_batch(events, now_ms())
-        if not encoded:
+        batch = codec.batch_list(events)
+        if not batch:
             return []
-
-        def send() -> list[str]:
-            pipe = self.client.pipeline(transaction=False)
+        if not _produce.supported(self.client):
+            encoded = codec.encode_batch(batch, now_ms())
+            pipe = self.client.pipeline(transaction=True)
             for fields in encoded:
                 pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-            return [codec.to_str(x) for x in pipe.execute()]
-
-        ids = self._retry(send)
-        self._count(produced=len(ids))
-        return ids
+            ids = [codec.to_str(x) for x in pipe.execute()]
+            self._count(produced=len(ids))
+            return ids
+        ts = now_ms()
+        limit = _produce.max_bulk(self.client)
+        step = _fastpath.XADD_ROUND
+        rounds: list[_produce.Round] = []
+        if _fastpath.plain(batch, limit):
+            # Every event valid and packable inline: write slices while packing the rest.
+            for start in range(0, len(batch), step):
+                chunk = batch[start : start + step]
+                rounds.append(
+                    _produce.Round(
+                        self.key,
+                        range(start, start + len(chunk)),
+                        functools.partial(
+                            _fastpath.iter_packed,
+                            self.key,
+                            chunk,
+                            ts,
+                            cap,
+                            approx,
+                            _fastpath.XADD_WRITE,
+                        ),
+                    )
+                )
+        else:
+            # Validated and packed in one pass; nothing is sent until the whole batch passed.
+            _produce.check_sizes(batch, limit)
+            buffers, count = _fastpath.pack_events(self.key, batch, ts, cap, approx)
+            for n, buffer in enumerate(buffers):
+                start = n * step
+                rounds.append(
+                    _produce.Round(
+                        self.key, range(start, min(start + step, count)), (buffer,).__iter__
+                    )
+                )
+        return self._write(rounds, len(batch))
 
     # ------------------------------------------------------------ groups and reading
 
@@ -307,8 +323,16 @@ class EventStream:
         Returns the readable entries and the IDs whose payload was trimmed away (nil fields).
         """
         raw = read_entries(
-            self.client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
-            "STREAMS", self.key, after,
+            self.client,
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            count,
+            "STREAMS",
+            self.key,
+            after,
         )
         entries: list[Entry] = []
         deleted: list[str] = []
@@ -362,8 +386,15 @@ class EventStream:
     ) -> tuple[str, list[Entry], list[str]]:
         """One XAUTOCLAIM call: (next cursor, claimed entries, IDs deleted by trimming)."""
         raw = read_entries(
-            self.client, "XAUTOCLAIM", self.key, group, consumer, min_idle_ms, start_id,
-            "COUNT", count,
+            self.client,
+            "XAUTOCLAIM",
+            self.key,
+            group,
+            consumer,
+            min_idle_ms,
+            start_id,
+            "COUNT",
+            count,
         )
         cursor, entries, deleted = codec.parse_autoclaim(raw)
         self._count(claimed=len(entries))

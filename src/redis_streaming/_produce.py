@@ -1,0 +1,336 @@
+"""Producer rounds that never store an event twice: MULTI/EXEC per round trip, a commit marker,
+and an exact answer after a dropped connection.
+
+It must not validate or pack events (that is _codec and _fastpath), and it never sends a round
+again unless it has proved that the server did not commit it.
+
+A round is ``CLIENT ID`` (first use of a socket only), ``MULTI``, its XADDs, a one-line script
+that writes the round's last ID to a marker key (same hash slot, expires after
+:data:`MARKER_TTL_MS`), ``EXEC``. The XADDs are streamed as they are packed; the server commits
+all of them or none. If the connection fails:
+
+* before EXEC was written, the server drops the transaction with the connection: nothing was
+  stored, the round is sent again (up to ``retries`` times, with backoff);
+* after EXEC was written, a new connection first kills the old one (``CLIENT KILL ID``, so no
+  byte still in flight can commit later), then reads the marker: present means committed, and
+  the round's IDs are read back (``XREVRANGE last - COUNT n``); absent means nothing was stored
+  and the round is sent again.
+
+When the outcome cannot be proved (the server stays away, CLIENT KILL is refused), the batch
+fails with :class:`ProduceError`, which lists the events stored (with IDs), not stored, and
+unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis
+import redis.exceptions as rex
+
+from . import _fastpath as fp
+from ._backoff import Backoff
+from ._errors import InvalidEvent, ProduceError, ServerError, translate
+
+logger = logging.getLogger(__name__)
+
+MARKER_TTL_MS: Final = 300_000
+#: The server's default proto-max-bulk-len (512 MB), used when CONFIG GET is not allowed.
+DEFAULT_MAX_BULK: Final = 512 * 1024 * 1024
+
+_MARK = (
+    "local l = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) "
+    "redis.call('SET', KEYS[2], l[1][1], 'PX', ARGV[1]) return 1"
+)
+_MULTI = fp.pack_command(("MULTI",))
+_EXEC = fp.pack_command(("EXEC",))
+_CLIENT_ID = fp.pack_command(("CLIENT", "ID"))
+
+
+def marker_key(key: str, token: str) -> str:
+    """A key in the same hash slot as ``key`` (so MULTI never meets CROSSSLOT on a cluster)."""
+    start = key.find("{")
+    if start != -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:  # key has a hash tag: any suffix keeps it
+            return f"{key}:rs-produced:{token}"
+    return f"{{{key}}}:rs-produced:{token}"
+
+
+@dataclass
+class Round:
+    """One round trip of a batch: the events at batch positions ``indexes``, all to ``key``.
+
+    ``writes`` makes the packed XADD buffers (called again for a resend, so it must be
+    deterministic).
+    """
+
+    key: str
+    indexes: Sequence[int]
+    writes: Callable[[], Iterable[bytes]]
+
+    @property
+    def count(self) -> int:
+        return len(self.indexes)
+
+
+# ---------------------------------------------------------------- server limits
+
+
+_MAX_BULK: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def max_bulk(client: Any) -> int:
+    """The server's proto-max-bulk-len, read once per connection pool (CONFIG GET)."""
+    pool = getattr(client, "connection_pool", client)
+    try:
+        return _MAX_BULK[pool]
+    except (KeyError, TypeError):
+        pass
+    limit = DEFAULT_MAX_BULK
+    try:
+        reply = client.config_get("proto-max-bulk-len")
+        value = next(iter(reply.values()), None) if reply else None
+        if value is not None:
+            limit = int(value)
+    except (rex.RedisError, ValueError, TypeError):  # CONFIG renamed or refused: the default
+        pass
+    with contextlib.suppress(TypeError):  # a pool that cannot be weakly referenced
+        _MAX_BULK[pool] = limit
+    return limit
+
+
+def check_sizes(events: Sequence[object], limit: int, label: str = "batch item {}") -> None:
+    """Raise InvalidEvent for the first field value or name longer than ``limit`` bytes."""
+    for index, item in enumerate(events):
+        payload = item[1] if isinstance(item, (tuple, list)) and len(item) == 2 else item
+        if not isinstance(payload, dict):
+            continue
+        for name, value in payload.items():
+            for what, text in (("name", name), ("value", value)):
+                if isinstance(text, str) and len(text) * 4 > limit:
+                    size = len(text.encode("utf-8", "surrogatepass"))
+                    if size > limit:
+                        raise InvalidEvent(
+                            f"{label.format(index)}: payload field {str(name)[:40]!r} {what} is "
+                            f"{size} bytes; the server takes at most {limit} "
+                            "(proto-max-bulk-len); nothing was sent"
+                        )
+
+
+# ---------------------------------------------------------------- one round trip
+
+
+def supported(client: object) -> bool:
+    """True for the clients rounds can be written through: redis.Redis and RedisCluster."""
+    return isinstance(client, (redis.Redis, redis.RedisCluster))
+
+
+def _node_client(client: Any, key: str) -> redis.Redis:
+    """The redis.Redis to write ``key`` through: the client, or its cluster node's client."""
+    if isinstance(client, redis.Redis):
+        return client
+    node = client.get_node_from_key(key)
+    return client.get_redis_connection(node)  # type: ignore[no-any-return]
+
+
+def _connection(node: redis.Redis) -> tuple[Any, int]:
+    """A pooled connection and the server's client ID for its socket (asked once per socket)."""
+    conn: Any = fp.get_connection(node.connection_pool)
+    try:
+        if getattr(conn, "_sock", None) is None:
+            conn.connect()
+        if getattr(conn, "_rs_sock", None) is not conn._sock:
+            conn.send_packed_command([_CLIENT_ID], check_health=False)
+            [cid] = fp.read_replies(conn, 1)
+            conn._rs_sock, conn._rs_id = conn._sock, int(cid)
+    except BaseException:
+        conn.disconnect()
+        node.connection_pool.release(conn)
+        raise
+    return conn, conn._rs_id
+
+
+class _Cut(Exception):
+    def __init__(self, sent: bool, client_id: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.sent = sent
+        self.client_id = client_id
+        self.cause = cause
+
+
+def _send(node: redis.Redis, rnd: Round, marker: str) -> list[Any]:
+    """Send one round and return its EXEC reply (or the error that aborted it)."""
+    tail = fp.pack_command(("EVAL", _MARK, "2", rnd.key, marker, str(MARKER_TTL_MS))) + _EXEC
+    conn, cid = _connection(node)
+    sent = False
+    try:
+        first = True
+        for part in rnd.writes():
+            conn.send_packed_command([_MULTI + part if first else part], check_health=False)
+            first = False
+        conn.send_packed_command([tail], check_health=False)
+        sent = True
+        replies = fp.read_replies(conn, rnd.count + 3)
+    except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
+        conn.disconnect()
+        raise _Cut(sent, cid, exc) from exc
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        node.connection_pool.release(conn)
+    result = replies[-1]
+    if isinstance(result, rex.ResponseError):
+        # EXECABORT: a command was refused while queued; nothing was stored. Name it.
+        cause = next((r for r in replies[1:-1] if isinstance(r, rex.ResponseError)), result)
+        raise cause
+    return list(result)
+
+
+def _resolve(node: redis.Redis, rnd: Round, marker: str, client_id: int) -> list[str] | None:
+    """After a cut past EXEC: the round's IDs if it was committed, None if it was not.
+
+    Raises ProduceError-worthy RuntimeError when neither can be proved.
+    """
+    kill = fp.pack_command(("CLIENT", "KILL", "ID", str(client_id)))
+    killed, last = fp.roundtrip(node, kill + fp.pack_command(("GET", marker)), 2)
+    if last is None:
+        if isinstance(killed, rex.ResponseError):
+            raise RuntimeError(f"CLIENT KILL refused ({killed}); the old connection may commit")
+        return None
+    last_id = fp.text(last)
+    [rows] = fp.roundtrip(
+        node, fp.pack_command(("XREVRANGE", rnd.key, last_id, "-", "COUNT", str(rnd.count))), 1
+    )
+    ids = [fp.text(row[0]) for row in reversed(rows or [])]
+    if len(ids) != rnd.count or not ids or ids[-1] != last_id:
+        raise RuntimeError("the round was committed but its entries were trimmed before read back")
+    return ids
+
+
+# ---------------------------------------------------------------- a whole batch
+
+
+def write_rounds(
+    client: Any,
+    rounds: Sequence[Round],
+    total: int,
+    *,
+    retries: int,
+    backoff: Backoff,
+    on_moved: Callable[[], None] | None = None,
+) -> list[str]:
+    """Write every round in order; returns all IDs in batch order.
+
+    Raises ProduceError when a round fails and what it stored cannot be proved; ServerError
+    (nothing of that round stored) for an error reply. Either says which events were stored.
+    """
+    stored: dict[int, str] = {}
+    for rnd in rounds:
+        try:
+            ids = _write_round(client, rnd, retries, backoff, on_moved)
+        except _Unknown as exc:
+            raise ProduceError.build(total, stored, rnd.indexes, exc) from exc.__cause__
+        except _NotStored as exc:
+            raise ProduceError.build(total, stored, range(0), exc) from exc.__cause__
+        except (rex.RedisError, OSError) as exc:
+            if stored:  # an earlier round is in the stream: say so
+                raise ProduceError.build(total, stored, range(0), exc) from exc
+            raise translate(exc) from exc
+        refused = None
+        for index, entry_id in zip(rnd.indexes, ids, strict=True):
+            if isinstance(entry_id, rex.ResponseError):
+                refused = refused or entry_id
+            else:
+                stored[index] = entry_id
+        if refused is not None:
+            if not stored:
+                raise ServerError(f"XADD to {rnd.key} refused: {refused}; nothing stored")
+            raise ProduceError.build(total, stored, range(0), refused)
+    return [stored[i] for i in range(total)]
+
+
+class _Unknown(Exception):
+    """The round may or may not be stored."""
+
+
+class _NotStored(Exception):
+    """The round is certainly not stored and may not be retried any more."""
+
+
+def _write_round(
+    client: Any,
+    rnd: Round,
+    retries: int,
+    backoff: Backoff,
+    on_moved: Callable[[], None] | None,
+) -> list[Any]:
+    attempt = 0
+    marker = marker_key(rnd.key, uuid.uuid4().hex)
+    while True:
+        cut: _Cut | None = None
+        try:
+            node = _node_client(client, rnd.key)
+            result = _send(node, rnd, marker)
+        except _Cut as exc:
+            cut = exc
+        except rex.ResponseError as exc:
+            moved = str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"))
+            if not moved or attempt >= retries:
+                raise
+            if on_moved is not None:
+                on_moved()
+        except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
+            # Failed before anything was written (no connection): nothing stored.
+            if attempt >= retries:
+                raise _NotStored(str(exc)) from exc
+            cut = _Cut(False, 0, exc)
+        else:
+            return _exec_ids(result, rnd)
+        if cut is not None and cut.sent:
+            outcome = _settle(client, rnd, marker, cut, retries, backoff)
+            if outcome is not None:
+                return outcome
+        if cut is not None and attempt >= retries:
+            raise _NotStored(str(cut.cause))
+        delay = backoff.delay(attempt)
+        attempt += 1
+        logger.warning(
+            "XADD round of %d to %s failed before it was committed; retry %d/%d in %.2fs",
+            rnd.count,
+            rnd.key,
+            attempt,
+            retries,
+            delay,
+        )
+        time.sleep(delay)
+
+
+def _settle(
+    client: Any, rnd: Round, marker: str, cut: _Cut, retries: int, backoff: Backoff
+) -> list[str] | None:
+    """Find out whether a round cut after EXEC was committed (its IDs) or not (None)."""
+    for attempt in range(retries + 1):
+        try:
+            return _resolve(_node_client(client, rnd.key), rnd, marker, cut.client_id)
+        except RuntimeError as exc:
+            raise _Unknown(str(exc)) from cut.cause
+        except (rex.RedisError, OSError) as exc:
+            if attempt >= retries:
+                raise _Unknown(f"{cut.cause}; then could not check the outcome: {exc}") from exc
+            time.sleep(backoff.delay(attempt))
+    raise _Unknown(str(cut.cause))  # pragma: no cover - the loop always returns or raises
+
+
+def _exec_ids(result: Sequence[Any], rnd: Round) -> list[Any]:
+    """The round's IDs from EXEC's reply; an XADD refused at run time stays an error object."""
+    ids = result[: rnd.count]
+    return [r if type(r) is str or isinstance(r, Exception) else fp.text(r) for r in ids]
