@@ -14,7 +14,7 @@ EXPECTED = {
     "EmbeddedServer", "Entry", "EntryDecodeError", "EventStream", "GroupHealth", "GroupInfo", "GroupLimit",
     "GroupMissing", "HealthMonitor", "HealthReport", "HealthThresholds", "InvalidEvent",
     "InvalidInput", "InvalidName", "InvalidOption", "InvalidStreamId", "LocalCluster",
-    "OnceGuard", "PartitionedConsumerPool", "PartitionedStream", "PendingEntry", "ReapResult",
+    "OnceGuard", "PartitionedConsumerPool", "PartitionedStream", "PendingEntry", "ProduceError", "ReapResult",
     "RedisUnavailable", "RetainReport", "ServerError", "StreamInfo", "StreamStats",
     "StreamingError", "TrimReport", "UndecodableEntry", "__version__", "apply_and_ack", "check_health",
     "connect_or_embed", "delete_consumer_if_idle", "delete_idle_consumers",

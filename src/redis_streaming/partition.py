@@ -31,6 +31,7 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
+from . import _fastpath, _produce
 from ._errors import InvalidInput, InvalidName, InvalidOption, StreamingError, translate
 from ._model import ClaimResult, Entry, GroupInfo, ReapResult, StreamInfo
 from .deadletter import DeadLetters
@@ -270,11 +271,12 @@ class PartitionedStream:
     ) -> list[str]:
         """XADD many ``(key, event_type, payload)`` events; returns their IDs in input order.
 
-        The whole batch is validated first. One non-transactional pipeline carries it; on a
-        cluster client redis-py splits that pipeline by node and writes to all nodes before
-        reading any reply, so each shard gets one round trip.
+        The whole batch is validated first (nothing is sent if one event is bad). Each
+        partition's events are written in MULTI/EXEC rounds, on a cluster through the node
+        that owns the partition: the same contract as EventStream.produce_batch, so a dropped
+        connection never stores an event twice and ProduceError says what was stored.
         """
-        items = list(events_with_keys)
+        items = codec.batch_list(events_with_keys)
         indexes: list[int] = []
         pairs: list[tuple[str, Mapping[str, Any] | None]] = []
         for n, item in enumerate(items):
@@ -287,19 +289,45 @@ class PartitionedStream:
             return []
         first = self.streams[0]
         cap, approx = first.maxlen, first.approximate
+        by_partition: dict[int, list[int]] = {}
+        for n, index in enumerate(indexes):
+            by_partition.setdefault(index, []).append(n)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for index, fields in zip(indexes, encoded, strict=True):
-                pipe.xadd(self.keys[index], fields, maxlen=cap, approximate=approx)
-            ids = [codec.to_str(x) for x in pipe.execute()]
+            if not _produce.supported(self.client):
+                return self._produce_pipelined(indexes, encoded, cap, approx)
+            _produce.check_sizes([(None, f) for f in encoded], _produce.max_bulk(self.client))
+            rounds = []
+            step = _fastpath.XADD_ROUND
+            for index, positions in by_partition.items():
+                key = self.keys[index]
+                for start in range(0, len(positions), step):
+                    part = positions[start : start + step]
+                    packed = _fastpath.pack_xadd_batch(key, [encoded[i] for i in part], cap, approx)
+                    rounds.append(_produce.Round(key, part, (packed,).__iter__))
+            ids = _produce.write_rounds(
+                self.client,
+                rounds,
+                len(encoded),
+                retries=first.retries,
+                backoff=first.backoff,
+                on_moved=getattr(getattr(self.client, "nodes_manager", None), "initialize", None),
+            )
+        except StreamingError:
+            raise
         except REDIS_FAILURES as exc:
             raise translate(exc) from exc
-        counts: dict[int, int] = {}
-        for index in indexes:
-            counts[index] = counts.get(index, 0) + 1
-        for index, n in counts.items():
-            self.streams[index]._count(produced=n)
+        for index, positions in by_partition.items():
+            self.streams[index]._count(produced=len(positions))
         return ids
+
+    def _produce_pipelined(
+        self, indexes: list[int], encoded: list[dict[str, str]], cap: int | None, approx: bool
+    ) -> list[str]:
+        # A client that is neither redis.Redis nor RedisCluster: one pipeline, never retried.
+        pipe = self.client.pipeline(transaction=False)
+        for index, fields in zip(indexes, encoded, strict=True):
+            pipe.xadd(self.keys[index], fields, maxlen=cap, approximate=approx)
+        return [codec.to_str(x) for x in pipe.execute()]
 
     # ------------------------------------------------------------ groups
 

@@ -1,0 +1,150 @@
+"""The producer's contract under faults: never a duplicate, and every failure says what was stored.
+
+Connections are cut by a real TCP proxy (tests/faults.py) at exact protocol points: before the
+server saw EXEC, and after it executed EXEC but before its reply arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from faults import FaultProxy
+from redis_streaming import (
+    Backoff,
+    EmbeddedServer,
+    EventStream,
+    InvalidEvent,
+    PartitionedStream,
+    ProduceError,
+)
+
+BOTH_KINDS = pytest.mark.parametrize("private_server", ["valkey", "redis7"], indirect=True)
+FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.02)
+
+
+@pytest.fixture()
+def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
+    if not server.running:
+        server.start()
+    p = FaultProxy(server.host, server.port)
+    yield p
+    p.close()
+
+
+@pytest.fixture()
+def via_proxy(proxy: FaultProxy) -> Iterator[redis.Redis]:
+    c = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=5)
+    yield c
+    c.close()
+
+
+def _events(n: int) -> list[tuple[str, dict[str, object]]]:
+    return [("order", {"n": i}) for i in range(n)]
+
+
+def _stored(client: redis.Redis, key: str) -> list[str]:
+    return [entry_id for entry_id, _ in client.xrange(key)]
+
+
+class Once:
+    """A proxy rule that fires one verdict once, when ``trigger`` matches."""
+
+    def __init__(self, way: str, trigger: bytes, verdict: str = "cut") -> None:
+        self.way, self.trigger, self.verdict, self.fired = way, trigger, verdict, False
+
+    def __call__(self, way: str, data: bytes, seen: bytes) -> str:
+        if self.fired or way != self.way or self.trigger not in seen[-len(data) - 16 :]:
+            return "pass"
+        self.fired = True
+        return self.verdict
+
+
+@BOTH_KINDS
+def test_value_over_the_servers_bulk_limit_is_refused_before_sending(
+    private_server: EmbeddedServer,
+) -> None:
+    client = private_server.client(decode_responses=True)
+    client.config_set("proto-max-bulk-len", 1024 * 1024)
+    stream = EventStream(client, "big")
+    big = "x" * (2 * 1024 * 1024)
+    batch = [("s", {"v": "s1"}), ("s", {"v": big}), ("s", {"v": "s3"})]
+    with pytest.raises(InvalidEvent, match=r"batch item 1: payload field 'v' value is 2097152"):
+        stream.produce_batch(batch)
+    with pytest.raises(InvalidEvent, match="event: payload field 'v'"):
+        stream.produce("s", {"v": big})
+    with pytest.raises(InvalidEvent, match="batch item 1"):  # the non-ASCII (slow) path too
+        stream.produce_batch([("s", {"v": "é"}), ("s", {"v": "é" * (600 * 1024)})])
+    assert client.xlen("big") == 0
+
+
+def test_cut_after_exec_committed_returns_the_ids_without_resending(
+    via_proxy: redis.Redis, client: redis.Redis, proxy: FaultProxy, key: str
+) -> None:
+    stream = EventStream(via_proxy, key, maxlen_approx=None, backoff=FAST_BACKOFF)
+    stream.produce("warm", {})  # the connection has its client ID already
+    # The server executes EXEC; its 101-element reply never reaches the client.
+    proxy.rule = Once("down", b"*101\r\n")
+    ids = stream.produce_batch(_events(100))
+    assert proxy.rule.fired
+    assert _stored(client, key)[1:] == ids  # every event once, IDs read back exactly
+
+
+def test_cut_before_exec_resends_the_round_once(
+    via_proxy: redis.Redis, client: redis.Redis, proxy: FaultProxy, key: str
+) -> None:
+    stream = EventStream(via_proxy, key, maxlen_approx=None, backoff=FAST_BACKOFF)
+    stream.produce("warm", {})
+    proxy.rule = Once("up", b"EXEC")  # the write carrying EXEC never reaches the server
+    ids = stream.produce_batch(_events(100))
+    assert proxy.rule.fired
+    assert _stored(client, key)[1:] == ids
+    assert len(ids) == 100
+
+
+def test_failure_that_cannot_be_finished_says_exactly_what_was_stored(
+    via_proxy: redis.Redis, client: redis.Redis, proxy: FaultProxy, key: str
+) -> None:
+    stream = EventStream(via_proxy, key, maxlen_approx=None, retries=2, backoff=FAST_BACKOFF)
+    stream.produce("warm", {})
+    first_round_done = [False]
+
+    def rule(way: str, data: bytes, seen: bytes) -> str:
+        # Let the first round of 1000 through, then cut every write of the second round.
+        if way == "down" and b"*1001\r\n" in data:
+            first_round_done[0] = True
+        if first_round_done[0] and way == "up" and b"XADD" in data:
+            return "cut"
+        return "pass"
+
+    proxy.rule = rule
+    with pytest.raises(ProduceError) as info:
+        stream.produce_batch(_events(1500))
+    err = info.value
+    assert err.stored == tuple(range(1000)) and err.not_stored == tuple(range(1000, 1500))
+    assert err.unknown == ()
+    assert _stored(client, key)[1:] == [x for x in err.ids if x is not None]
+    assert "1000 stored, 500 not stored" in str(err)
+
+
+def test_partitioned_batch_cut_after_exec_is_not_duplicated(
+    via_proxy: redis.Redis, client: redis.Redis, proxy: FaultProxy, key: str
+) -> None:
+    ps = PartitionedStream(via_proxy, key, partitions=2, maxlen_approx=None)
+    for s in ps.streams:
+        s.backoff = FAST_BACKOFF
+    ps.produce("warm", {}, key="a")
+    batch = [(f"k{i}", "order", {"n": i}) for i in range(200)]
+    sizes = [sum(ps.partition_index(k) == p for k, _, _ in batch) for p in range(2)]
+    # Cut once the first partition's EXEC has run, before its reply arrives.
+    proxy.rule = Once("down", b"*%d\r\n" % (sizes[0] + 1))
+    ids = ps.produce_batch(batch)
+    assert proxy.rule.fired
+    # IDs are per partition key: the same ID may appear in both partitions.
+    assert len({(ps.partition_for(k), i) for (k, _, _), i in zip(batch, ids, strict=True)}) == 200
+    assert sum(client.xlen(k) for k in ps.keys) == 201  # 200 + the warm-up event, none twice
+    for (k, _, payload), entry_id in zip(batch, ids, strict=True):
+        [(_, fields)] = client.xrange(ps.partition_for(k), entry_id, entry_id)
+        assert fields["n"] == str(payload["n"])
