@@ -7,8 +7,9 @@ import json
 import pytest
 import redis
 
-from redis_streaming import EventStream, InvalidOption
+from redis_streaming import EmbeddedServer, EventStream, InvalidOption, _lag
 from redis_streaming._model import GroupInfo, StreamInfo
+from redis_streaming.cli import inspect_data
 from redis_streaming.health import HealthMonitor, HealthThresholds, check_health, classify_group
 from waiting import wait_until
 
@@ -92,10 +93,138 @@ def test_lag_fallback_when_server_cannot_compute() -> None:
     info = StreamInfo("k", True, length=5, last_generated_id="9-0")
     caught_up = GroupInfo("g", 1, 0, "9-0", entries_read=None, lag=None)
     g = classify_group(caught_up, info, None, [], 10_000, HealthThresholds())
-    assert g.lag == 0
+    assert g.lag == 0 and g.lag_exact
     behind = GroupInfo("g", 1, 0, "3-0", entries_read=None, lag=None)
+    # Without the count check_health takes, the pure classifier can only say "unknown".
     g = classify_group(behind, info, None, [], 10_000, HealthThresholds())
-    assert g.lag is None and g.status == "ok" and g.lag_history == ()
+    assert g.lag is None and not g.lag_exact and g.status == "ok" and g.lag_history == ()
+    g = classify_group(
+        behind,
+        info,
+        None,
+        [],
+        10_000,
+        HealthThresholds(max_lag=2),
+        lag=_lag.Lag(4, True, "counted"),
+    )
+    assert (g.lag, g.lag_exact, g.status, g.lag_history) == (4, True, "lagging", (4,))
+
+
+# ---------------------------------------------------------------- lag the server gets wrong
+
+
+def _true_lag(client: redis.Redis, key: str, group: str) -> int:
+    last = next(g for g in client.xinfo_groups(key) if g["name"] == group)["last-delivered-id"]
+    return len(client.xrange(key, "(" + last, "+"))
+
+
+def test_xdel_of_unread_entries_is_counted_not_ignored(
+    stream: EventStream, client: redis.Redis
+) -> None:
+    ids = stream.produce_batch([("e", {"n": i}) for i in range(30)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=10, block_ms=None)
+    assert client.xdel(stream.key, *ids[15:21]) == 6
+    assert stream.info_groups()[0].lag is None  # the server gives up after XDEL ahead of the group
+    assert _true_lag(client, stream.key, "g") == 14
+    report = check_health(stream, HealthThresholds(max_lag=10))
+    g = report.group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (14, True)
+    assert g.status == "lagging" and "lag 14 > 10" in g.reasons[0]
+    assert not report.ok
+    assert report.to_dict()["groups"][0]["lag_exact"] is True
+
+
+def test_trim_after_the_group_caught_up_is_lag_zero(
+    stream: EventStream, server: EmbeddedServer
+) -> None:
+    stream.produce_batch([("e", {"n": i}) for i in range(1300)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=100, block_ms=None)
+    stream.trim_maxlen(109, approximate=False)
+    stream.consume("g", "c", count=500, block_ms=None)  # reads the 109 left: caught up
+    raw = stream.info_groups()[0].lag
+    # Redis 7.0 counted one read per entry across the 1191 entries trimmed away unread, so its
+    # figure stays far above the stream's length for good; Valkey 9 gets it right.
+    if server.kind == "redis7":
+        assert raw is not None and raw > 109
+    report = check_health(stream, HealthThresholds(max_lag=5))
+    g = report.group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (0, True)
+    assert g.status == "ok" and report.ok
+
+
+def test_a_group_behind_a_trim_has_the_whole_stream_ahead(stream: EventStream) -> None:
+    stream.produce_batch([("e", {"n": i}) for i in range(300)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=100, block_ms=None)
+    stream.trim_maxlen(50, approximate=False)
+    assert stream.info_groups()[0].lag == 200  # both servers: more than the 50 the stream holds
+    g = check_health(stream).group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (50, True)
+
+
+def test_drifted_read_counter_is_not_trusted(
+    stream: EventStream, client: redis.Redis, server: EmbeddedServer
+) -> None:
+    stream.produce_batch([("e", {"n": i}) for i in range(1300)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=100, block_ms=None)
+    stream.trim_maxlen(1190, approximate=False)  # takes 10 entries the group never read
+    stream.consume("g", "c", count=1000, block_ms=None)
+    assert _true_lag(client, stream.key, "g") == 190
+    raw = stream.info_groups()[0].lag
+    if server.kind == "redis7":
+        assert raw == 200  # within XLEN and consistent with its counters, yet 10 too high
+    g = check_health(stream).group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (190, True)
+
+
+def test_count_is_capped_and_reported_as_a_lower_bound(
+    stream: EventStream, client: redis.Redis
+) -> None:
+    ids = stream.produce_batch([("e", {"n": i}) for i in range(30)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=2, block_ms=None)
+    client.xdel(stream.key, ids[5])  # a tombstone ahead: the server's figure is unusable
+    report = check_health(stream, HealthThresholds(max_lag=3), lag_cap=5)
+    g = report.group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (6, False)
+    assert g.status == "lagging" and "lag ≥ 6 > 3" in g.reasons[0]
+    assert g.lag_history == ()  # a lower bound is no sample for the trend
+    exact = check_health(stream, lag_cap=27).group("g")
+    assert exact is not None and (exact.lag, exact.lag_exact) == (27, True)
+    with pytest.raises(InvalidOption):
+        check_health(stream, lag_cap=0)
+    with pytest.raises(InvalidOption):
+        HealthMonitor(stream, lag_cap=-1)
+
+
+def test_sound_server_figure_is_used_as_is(
+    stream: EventStream, client: redis.Redis, server: EmbeddedServer
+) -> None:
+    stream.produce_batch([("e", {"n": i}) for i in range(10)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=3, block_ms=None)
+    info, groups = stream.info_stream(), stream.info_groups()
+    version = _lag.parse_hello(client.execute_command("HELLO"))
+    assert version is not None and version.name == (
+        "valkey" if server.kind == "valkey" else "redis"
+    )
+    assert _lag.from_xinfo(groups[0], info, version) == _lag.Lag(7, True, "server")
+    g = check_health(stream).group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (7, True)
+    # After a trim, only a server that keeps its read counter right is still believed.
+    stream.produce_batch([("e", {"n": i}) for i in range(10)])
+    stream.trim_maxlen(18, approximate=False)  # the group's last entry is now the first one
+    info, groups = stream.info_stream(), stream.info_groups()
+    decided = _lag.from_xinfo(groups[0], info, version)
+    if version.sound_read_counter:
+        assert decided == _lag.Lag(17, True, "server")
+    else:
+        assert decided is None  # counted instead
+    g = check_health(stream).group("g")
+    assert g is not None and (g.lag, g.lag_exact) == (17, True)
 
 
 def test_bad_thresholds() -> None:
@@ -103,3 +232,13 @@ def test_bad_thresholds() -> None:
         HealthThresholds(max_lag=-1)
     with pytest.raises(InvalidOption):
         HealthThresholds(growth_samples=1000)
+
+
+def test_inspect_shows_the_same_lag_as_health(stream: EventStream, client: redis.Redis) -> None:
+    ids = stream.produce_batch([("e", {"n": i}) for i in range(30)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=10, block_ms=None)
+    client.xdel(stream.key, *ids[15:21])
+    (row,) = inspect_data(stream, 5, None)["groups"]
+    assert (row["lag"], row["lag_exact"], row["server_lag"]) == (14, True, None)
+    assert row["status"] == "ok"

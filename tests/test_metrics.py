@@ -63,6 +63,7 @@ def test_counters_and_gauges(stream: EventStream) -> None:
     assert got[("redis_streaming_stream_length", (("stream", k),))] == 6
     assert got[("redis_streaming_dead_letters", (("stream", k),))] == 1
     assert got[("redis_streaming_group_lag", gl)] == 0
+    assert got[("redis_streaming_group_lag_exact", gl)] == 1
     assert got[("redis_streaming_group_pending", gl)] == 0
     assert got[("redis_streaming_group_oldest_pending_age_seconds", gl)] == 0
     assert got[("redis_streaming_group_consumers", gl)] == 1
@@ -80,6 +81,23 @@ def test_pending_age_and_lag_gauges(stream: EventStream) -> None:
     wait_until(
         lambda: (value(m, "redis_streaming_group_oldest_pending_age_seconds", **gl) or 0) > 0.01
     )
+
+
+def test_lag_gauge_counts_what_the_server_cannot_and_flags_a_lower_bound(
+    stream: EventStream, client: redis.Redis
+) -> None:
+    ids = stream.produce_batch([("e", {"n": i}) for i in range(30)])
+    stream.ensure_group("g", "0")
+    stream.consume("g", "c", count=10, block_ms=None)
+    client.xdel(stream.key, *ids[15:21])  # XINFO GROUPS now says lag nil
+    gl = {"stream": stream.key, "group": "g"}
+    m = StreamMetrics(stream)
+    assert value(m, "redis_streaming_group_lag", **gl) == 14
+    assert value(m, "redis_streaming_group_lag_exact", **gl) == 1
+    capped = StreamMetrics(stream, lag_cap=5)
+    assert value(capped, "redis_streaming_group_lag", **gl) == 6
+    assert value(capped, "redis_streaming_group_lag_exact", **gl) == 0
+    assert value(capped, "redis_streaming_group_healthy", **gl) == 1  # >= 6 is under max_lag
 
 
 def test_own_registry_per_object_and_worker_removal(stream: EventStream) -> None:

@@ -40,6 +40,7 @@ from ._cli_input import (
     parse_handler_spec,
 )
 from ._errors import InvalidInput, RedisUnavailable, StreamingError, translate
+from ._lag import format_lag
 from ._model import Entry
 from .deadletter import DeadLetters
 from .server import DEFAULT_REDIS_URL, display_url, validate_url
@@ -623,6 +624,11 @@ def inspect_data(stream: EventStream, pending_rows: int, dlq_key: str | None) ->
         groups.append(
             {
                 **dataclasses.asdict(g),
+                # The lag health worked out (server figure only when sound, else counted);
+                # XINFO GROUPS' own figure stays visible as server_lag.
+                "lag": gh.lag if gh else None,
+                "lag_exact": gh.lag_exact if gh else False,
+                "server_lag": g.lag,
                 "oldest_pending_id": oldest,
                 "oldest_pending_age_ms": (
                     max(0, now - codec.parse_id(oldest)[0]) if oldest else None
@@ -690,7 +696,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                         g["status"],
                         len(g["consumers"]),
                         g["pending"],
-                        "-" if g["lag"] is None else g["lag"],
+                        "-" if g["lag"] is None else format_lag(g["lag"], g["lag_exact"]),
                         g["last_delivered_id"],
                         _ms(g["oldest_pending_age_ms"]) if g["oldest_pending_id"] else "-",
                     ]

@@ -5,14 +5,20 @@ change any stream state (no claims, no trims) and keeps no threads.
 
 Stable API (used by the demo and the CLI):
 
-    check_health(stream, thresholds=None, *, dead_letter_key=None, previous=None) -> HealthReport
-    HealthMonitor(stream, thresholds=None, *, dead_letter_key=None).check() -> HealthReport
+    check_health(stream, thresholds=None, *, dead_letter_key=None, previous=None,
+                 lag_cap=DEFAULT_LAG_CAP) -> HealthReport
+    HealthMonitor(stream, thresholds=None, *, dead_letter_key=None, lag_cap=...).check()
     HealthReport.to_dict() -> JSON-ready dict
+
+Lag comes from ``_lag`` (the one place it is worked out): the server's figure when it is sound,
+else a bounded count of the entries after the group's last-delivered ID, which the second round
+trip carries. ``GroupHealth.lag_exact`` is False when that count hit ``lag_cap``.
 
 A group is classified from two independent signals:
 
 * ``lagging`` -- "consumers can't keep up": lag (entries not yet delivered to the group) is above
-  ``max_lag``, or it has grown over the last ``growth_samples`` checks in a row.
+  ``max_lag`` (a lower bound above it counts), or it has grown over the last ``growth_samples``
+  checks in a row (exact figures only).
 * ``stuck`` -- "consumers crash without reaping": more than ``max_pending`` entries delivered
   but not acked, or the oldest pending entry has not been (re)delivered for
   ``max_pending_idle_ms`` (a reaper would have claimed it long ago).
@@ -31,13 +37,16 @@ from typing import Any, Final, Literal
 import redis.exceptions as rex
 
 from . import _codec as codec
+from . import _lag
 from ._errors import InvalidOption, is_missing_key, translate
+from ._lag import DEFAULT_LAG_CAP, Lag
 from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
 from .stream import EventStream
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_LAG_CAP",
     "GroupHealth",
     "HealthMonitor",
     "HealthReport",
@@ -79,16 +88,19 @@ class HealthThresholds:
 class GroupHealth:
     """One consumer group's numbers and its classification.
 
-    ``lag`` is None when the server cannot compute it (entries deleted from the middle of the
-    stream). ``oldest_pending_age_ms`` is measured from the entry's ID (when it was produced),
-    ``oldest_pending_idle_ms`` from its last delivery. ``lag_history`` holds the last few lag
-    samples, oldest first, so a later check can see a trend.
+    ``lag`` is the number of entries not yet delivered to the group, worked out by ``_lag``;
+    when ``lag_exact`` is False it is a lower bound ("at least"). It is None only when
+    :func:`classify_group` was given no count where one was needed. ``oldest_pending_age_ms`` is
+    measured from the entry's ID (when it was produced), ``oldest_pending_idle_ms`` from its last
+    delivery. ``lag_history`` holds the last few exact lag samples, oldest first, so a later
+    check can see a trend.
     """
 
     name: str
     consumers: tuple[ConsumerInfo, ...]
     pending: int
     lag: int | None
+    lag_exact: bool
     last_delivered_id: str
     entries_read: int | None
     oldest_pending_id: str | None
@@ -151,18 +163,6 @@ class HealthReport:
 # ------------------------------------------------------------------ pure part
 
 
-def _lag(group: GroupInfo, info: StreamInfo) -> int | None:
-    if group.lag is not None:
-        return group.lag
-    # The server gives up on lag after deletions in the middle; a group that has read up to the
-    # newest ID is still known to be caught up, and an empty stream has nothing to deliver.
-    if not info.exists or info.length == 0:
-        return 0
-    if info.last_generated_id is not None and group.last_delivered_id == info.last_generated_id:
-        return 0
-    return None
-
-
 def classify_group(
     group: GroupInfo,
     info: StreamInfo,
@@ -171,18 +171,24 @@ def classify_group(
     now_ms: int,
     thresholds: HealthThresholds,
     previous: GroupHealth | None = None,
+    *,
+    lag: Lag | None = None,
 ) -> GroupHealth:
-    """Combine one group's raw replies into a classified GroupHealth (pure)."""
-    lag = _lag(group, info)
+    """Combine one group's raw replies into a classified GroupHealth (pure).
+
+    ``lag`` is the group's lag as ``_lag`` found it (with the XRANGE count where one was
+    needed); without it, only what XINFO proves is used and the lag may come out unknown.
+    """
+    found = lag if lag is not None else _lag.from_xinfo(group, info)
     history: tuple[int, ...] = previous.lag_history if previous is not None else ()
     keep = max(thresholds.growth_samples + 1, 1)
-    if lag is not None:
-        history = (*history, lag)[-keep:]
+    if found is not None and found.exact:
+        history = (*history, found.value)[-keep:]
     reasons: list[str] = []
     lagging = False
-    if lag is not None and lag > thresholds.max_lag:
+    if found is not None and found.value > thresholds.max_lag:
         lagging = True
-        reasons.append(f"lag {lag} > {thresholds.max_lag}")
+        reasons.append(f"lag {found} > {thresholds.max_lag}")
     n = thresholds.growth_samples
     if n and len(history) > n and all(a < b for a, b in itertools.pairwise(history)):
         lagging = True
@@ -206,7 +212,8 @@ def classify_group(
         name=group.name,
         consumers=tuple(consumers),
         pending=group.pending,
-        lag=lag,
+        lag=found.value if found is not None else None,
+        lag_exact=found is not None and found.exact,
         last_delivered_id=group.last_delivered_id,
         entries_read=group.entries_read,
         oldest_pending_id=oldest.id if oldest is not None else None,
@@ -239,36 +246,43 @@ def check_health(
     *,
     dead_letter_key: str | None = None,
     previous: HealthReport | None = None,
+    lag_cap: int = DEFAULT_LAG_CAP,
 ) -> HealthReport:
     """Read and classify the stream's health in two pipelined round trips.
 
-    Pass the last report as ``previous`` to detect lag growing over time. Raises
-    RedisUnavailable when the server cannot be reached.
+    Pass the last report as ``previous`` to detect lag growing over time. A group whose lag the
+    server cannot vouch for has its entries counted, ``lag_cap`` at most (then the lag is a lower
+    bound). Raises RedisUnavailable when the server cannot be reached.
     """
     limits = thresholds or HealthThresholds()
+    cap = _lag.validate_cap(lag_cap)
     dlq = codec.validate_name(dead_letter_key or stream.key + ":dlq", "dead-letter key")
     client = stream.client
     try:
-        # A cluster pipeline cannot carry TIME (no key to route it by): ask for it apart.
+        # A cluster pipeline cannot carry TIME or HELLO (no key to route them by): ask apart.
         cluster = hasattr(client, "get_nodes")
         pipe = client.pipeline(transaction=False)
         if not cluster:
             pipe.time()
+            _lag.queue_hello(pipe)
         pipe.xinfo_stream(stream.key)
         pipe.xinfo_groups(stream.key)
         pipe.xlen(dlq)
         replies = pipe.execute(raise_on_error=False)
         if cluster:
-            replies = [client.time(), *replies]
-        t, raw_info, raw_groups, dl = replies
+            replies = [client.time(), _hello_apart(client), *replies]
+        t, hello, raw_info, raw_groups, dl = replies
         for reply in (t, dl):
             if isinstance(reply, Exception):
                 raise translate(reply)
         info = codec.parse_stream_info(stream.key, reply_or_empty(raw_info, None))
         groups = codec.parse_groups(reply_or_empty(raw_groups, []))
+        decided = _lag.resolve(groups, info, _lag.parse_hello(hello))
+        counting: list[str] = []
         rows: list[Any] = []
         if groups:
             pipe = client.pipeline(transaction=False)
+            counting = _lag.queue_counts(pipe, stream.key, groups, decided, cap)
             for g in groups:
                 pipe.xpending_range(stream.key, g.name, "-", "+", 1)
                 pipe.xinfo_consumers(stream.key, g.name)
@@ -276,15 +290,16 @@ def check_health(
     except rex.RedisError as exc:
         raise translate(exc) from exc
     now = codec.parse_time_ms(t)
+    n = len(counting)
+    lags = _lag.finish(decided, counting, [reply_or_empty(r, []) for r in rows[:n]], cap)
     out: list[GroupHealth] = []
     for i, g in enumerate(groups):
-        pending_rows = codec.parse_pending_range(reply_or_empty(rows[2 * i], []))
-        consumers = codec.parse_consumers(reply_or_empty(rows[2 * i + 1], []))
+        pending_rows = codec.parse_pending_range(reply_or_empty(rows[n + 2 * i], []))
+        consumers = codec.parse_consumers(reply_or_empty(rows[n + 2 * i + 1], []))
         before = previous.group(g.name) if previous is not None else None
+        oldest = pending_rows[0] if pending_rows else None
         out.append(
-            classify_group(
-                g, info, pending_rows[0] if pending_rows else None, consumers, now, limits, before
-            )
+            classify_group(g, info, oldest, consumers, now, limits, before, lag=lags.get(g.name))
         )
     return HealthReport(
         stream=stream.key,
@@ -299,6 +314,14 @@ def check_health(
     )
 
 
+def _hello_apart(client: Any) -> Any:
+    """HELLO on its own (cluster clients); an error only means "version unknown"."""
+    try:
+        return client.execute_command("HELLO")
+    except rex.RedisError as exc:
+        return exc
+
+
 class HealthMonitor:
     """check_health that remembers its last report, so lag growth shows across checks.
 
@@ -311,12 +334,14 @@ class HealthMonitor:
         thresholds: HealthThresholds | None = None,
         *,
         dead_letter_key: str | None = None,
+        lag_cap: int = DEFAULT_LAG_CAP,
     ) -> None:
         if thresholds is not None and not isinstance(thresholds, HealthThresholds):
             raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
         self.stream = stream
         self.thresholds = thresholds or HealthThresholds()
         self.dead_letter_key = dead_letter_key
+        self.lag_cap = _lag.validate_cap(lag_cap)
         self._lock = threading.Lock()
         self._last: HealthReport | None = None
 
@@ -333,6 +358,7 @@ class HealthMonitor:
                 self.thresholds,
                 dead_letter_key=self.dead_letter_key,
                 previous=self._last,
+                lag_cap=self.lag_cap,
             )
             for g in report.groups:
                 if g.status != "ok" and (

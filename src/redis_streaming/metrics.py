@@ -22,6 +22,7 @@ Exported series (all prefixed ``redis_streaming_``):
     worker_alive{stream,group,consumer}            1 while the worker thread runs
     stream_length{stream}, dead_letters{stream}    XLEN of the stream and of its dead-letter stream
     group_lag{stream,group}                        entries not yet delivered to the group
+    group_lag_exact{stream,group}                  1, or 0 when group_lag is a lower bound
     group_pending{stream,group}                    delivered, not acked
     group_oldest_pending_age_seconds{stream,group} age of the oldest pending entry (by its ID)
     group_consumers{stream,group}                  consumers known to the group
@@ -43,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from . import _codec as codec
 from ._errors import StreamingError
-from .health import HealthMonitor, HealthThresholds
+from .health import DEFAULT_LAG_CAP, HealthMonitor, HealthThresholds
 from .stream import EventStream
 from .worker import ConsumerWorker
 
@@ -81,7 +82,8 @@ class StreamMetrics(Collector):
 
     Each instance owns its CollectorRegistry (``self.registry``), so several can live in one
     process (tests, a demo with many streams) without name clashes. Pass ``health=False`` to
-    skip the per-group Redis reads (two pipelined round trips per scrape).
+    skip the per-group Redis reads (two pipelined round trips per scrape); ``lag_cap`` bounds how
+    many entries a scrape counts for a group whose lag the server cannot vouch for.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class StreamMetrics(Collector):
         thresholds: HealthThresholds | None = None,
         health: bool = True,
         registry: CollectorRegistry | None = None,
+        lag_cap: int = DEFAULT_LAG_CAP,
     ) -> None:
         self.stream = stream
         self._workers: list[ConsumerWorker] = []
@@ -100,7 +103,9 @@ class StreamMetrics(Collector):
         for w in workers:
             self.add_worker(w)
         self.monitor: HealthMonitor | None = (
-            HealthMonitor(stream, thresholds, dead_letter_key=dead_letter_key) if health else None
+            HealthMonitor(stream, thresholds, dead_letter_key=dead_letter_key, lag_cap=lag_cap)
+            if health
+            else None
         )
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -204,7 +209,14 @@ class StreamMetrics(Collector):
         yield g
         glabels = ["stream", "group"]
         lag = GaugeMetricFamily(
-            f"{PREFIX}_group_lag", "Entries not yet delivered to the group.", labels=glabels
+            f"{PREFIX}_group_lag",
+            "Entries not yet delivered to the group (a lower bound when group_lag_exact is 0).",
+            labels=glabels,
+        )
+        lag_exact = GaugeMetricFamily(
+            f"{PREFIX}_group_lag_exact",
+            "1 when group_lag is exact, 0 when the count stopped at its cap (at least that many).",
+            labels=glabels,
         )
         pending = GaugeMetricFamily(
             f"{PREFIX}_group_pending", "Entries delivered but not acked.", labels=glabels
@@ -226,11 +238,12 @@ class StreamMetrics(Collector):
             lv = [key, gh.name]
             if gh.lag is not None:
                 lag.add_metric(lv, gh.lag)
+                lag_exact.add_metric(lv, 1 if gh.lag_exact else 0)
             pending.add_metric(lv, gh.pending)
             age.add_metric(lv, (gh.oldest_pending_age_ms or 0) / 1000.0)
             consumers.add_metric(lv, len(gh.consumers))
             healthy.add_metric(lv, 1 if gh.status == "ok" else 0)
-        yield from (lag, pending, age, consumers, healthy)
+        yield from (lag, lag_exact, pending, age, consumers, healthy)
 
     # -------------------------------------------------------------- exposition
 
