@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from redis_streaming import EmbeddedServer
+from redis_streaming import EmbeddedServer, GroupInfo, HealthThresholds, StreamInfo
+from redis_streaming._lag import Lag
 from redis_streaming.demo import DemoConfig, create_app, params
 from redis_streaming.demo import app as demo_app
+from redis_streaming.demo import state as state_module
 from redis_streaming.demo.runtime import DemoRuntime
+from redis_streaming.health import classify_group
 from waiting import wait_until
 
 AppFactory = Callable[..., TestClient]
@@ -152,8 +155,9 @@ def test_state_takes_two_round_trips(api: TestClient) -> None:
         rt.snapshot()
     finally:
         rt.client.pipeline = original  # type: ignore[method-assign]
-    # TIME and the stream's facts in one pipeline, then XINFO CONSUMERS + XPENDING per group.
-    assert calls == [6, 4]
+    # TIME, HELLO and the stream's facts in one pipeline, then XINFO CONSUMERS + XPENDING per
+    # group (plus one XRANGE per group whose lag the server cannot vouch for: none here).
+    assert calls == [7, 4]
 
 
 def test_produce_accepts_json_and_form_and_workers_consume(api: TestClient) -> None:
@@ -341,6 +345,32 @@ def test_pause_and_resume(api: TestClient) -> None:
         is False
     )
     wait_until(lambda: group(state(api), "analytics")["lag"] == 0, what="analytics caught up")
+
+
+def test_lag_is_counted_where_the_server_gives_up(api: TestClient) -> None:
+    api.post("/produce", json={"count": 5})
+    wait_until(drained(api, 5), what="both groups to read all 5")
+    api.post("/pause", json={"group": "analytics", "name": "worker-c"})
+    ids = api.post("/produce", json={"count": 20}).json()["ids"]
+    wait_until(lambda: group(state(api), "notifications")["lag"] == 0, what="notifications read")
+    assert runtime(api).client.xdel(runtime(api).config.stream_key, *ids[5:10]) == 5
+    doc = state(api)
+    g = group(doc, "analytics")
+    assert g["server_lag"] is None  # XDEL ahead of the group: the server gives up
+    assert (g["lag"], g["lag_exact"]) == (15, True)
+    row = next(h for h in doc["health"]["groups"] if h["name"] == "analytics")
+    assert (row["lag"], row["lag_exact"]) == (15, True)
+
+
+def test_a_lower_bound_lag_is_marked_in_state_and_health() -> None:
+    info = StreamInfo("k", True, length=50, first_entry_id="1-0", last_entry_id="50-0")
+    g = GroupInfo("g", 1, 0, "10-0")
+    lag = Lag(6, False, "counted")
+    row = state_module.group_json(g, [], {}, lag)
+    assert (row["lag"], row["lag_exact"], row["server_lag"]) == (6, False, None)
+    health = classify_group(g, info, None, [], 0, HealthThresholds(max_lag=5), lag=lag)
+    (h,) = state_module.health_json([health])["groups"]
+    assert (h["lag"], h["lag_exact"], h["status"]) == (6, False, "lagging")
 
 
 def test_trim_by_maxlen_and_by_minid(api: TestClient) -> None:

@@ -1,7 +1,7 @@
 """The demo's /state snapshot: two pipelined round trips, then shaped as JSON-ready dicts.
 
-Only ``gather`` does I/O; everything else is pure and parses through ``redis_streaming._codec``.
-It must not change anything on the server.
+Only ``gather`` does I/O; everything else is pure and parses through ``redis_streaming._codec``,
+with lag worked out by ``redis_streaming._lag``. It must not change anything on the server.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import redis
 import redis.exceptions as rex
 
 from .. import _codec as codec
+from .. import _lag
 from .._errors import is_missing_key, translate
+from .._lag import Lag
 from .._model import (
     ConsumerInfo,
     ConsumerStatus,
@@ -53,6 +55,7 @@ class Raw:
     pending: dict[str, list[PendingEntry]]
     dlq_length: int
     dlq_tail: list[Entry]
+    lags: dict[str, Lag]
 
 
 def _ok(value: Any, empty: Any) -> Any:
@@ -71,33 +74,47 @@ def gather(
     *,
     tail_count: int,
     pending_rows: int,
+    lag_cap: int = _lag.DEFAULT_LAG_CAP,
 ) -> Raw:
-    """Read everything the page shows: one pipeline for the stream, one for its groups."""
+    """Read everything the page shows: one pipeline for the stream, one for its groups.
+
+    The second one also counts the entries ahead of any group whose lag the server cannot vouch
+    for (``lag_cap`` at most), so the lag shown is right without a third round trip.
+    """
     try:
         pipe = client.pipeline(transaction=False)
         pipe.time()
+        _lag.queue_hello(pipe)
         pipe.xinfo_stream(key)
         pipe.xinfo_groups(key)
         pipe.xrevrange(key, "+", "-", count=tail_count)
         pipe.xlen(dlq_key)
         pipe.xrevrange(dlq_key, "+", "-", count=DLQ_SHOWN)
-        now_raw, info_raw, groups_raw, tail_raw, dlq_len, dlq_raw = pipe.execute(
+        now_raw, hello, info_raw, groups_raw, tail_raw, dlq_len, dlq_raw = pipe.execute(
             raise_on_error=False
         )
         seconds, micros = _ok(now_raw, (0, 0))
         info = codec.parse_stream_info(key, _ok(info_raw, None))
         groups = codec.parse_groups(_ok(groups_raw, []))
+        decided = _lag.resolve(groups, info, _lag.parse_hello(hello))
+        counting: list[str] = []
+        replies: list[Any] = []
         consumers: dict[str, list[ConsumerInfo]] = {}
         pending: dict[str, list[PendingEntry]] = {}
         if groups:
             pipe = client.pipeline(transaction=False)
+            counting = _lag.queue_counts(pipe, key, groups, decided, lag_cap)
             for g in groups:
                 pipe.xinfo_consumers(key, g.name)
                 pipe.xpending_range(key, g.name, "-", "+", pending_rows)
             replies = pipe.execute(raise_on_error=False)
+            n = len(counting)
             for i, g in enumerate(groups):
-                consumers[g.name] = codec.parse_consumers(_ok(replies[2 * i], []))
-                pending[g.name] = codec.parse_pending_range(_ok(replies[2 * i + 1], []))
+                consumers[g.name] = codec.parse_consumers(_ok(replies[n + 2 * i], []))
+                pending[g.name] = codec.parse_pending_range(_ok(replies[n + 2 * i + 1], []))
+        lags = _lag.finish(
+            decided, counting, [_ok(r, []) for r in replies[: len(counting)]], lag_cap
+        )
     except rex.RedisError as exc:
         raise translate(exc) from exc
     return Raw(
@@ -109,6 +126,7 @@ def gather(
         pending=pending,
         dlq_length=codec.to_int(_ok(dlq_len, 0)),
         dlq_tail=codec.parse_entries(_ok(dlq_raw, [])),
+        lags=lags,
     )
 
 
@@ -159,14 +177,21 @@ def group_json(
     group: GroupInfo,
     consumers: Iterable[ConsumerInfo],
     workers: Mapping[str, WorkerView],
+    lag: Lag | None,
 ) -> dict[str, Any]:
-    """One group with its consumers; running workers not yet known to Redis are listed too."""
+    """One group with its consumers; running workers not yet known to Redis are listed too.
+
+    ``lag`` is the figure ``_lag`` worked out (``lag_exact`` False: at least that many);
+    ``server_lag`` is what XINFO GROUPS said, shown for comparison only.
+    """
     by_name = {c.name: c for c in consumers}
     names = list(by_name) + [n for n in workers if n not in by_name]
     return {
         "name": group.name,
         "pending": group.pending,
-        "lag": group.lag,
+        "lag": lag.value if lag is not None else None,
+        "lag_exact": lag is not None and lag.exact,
+        "server_lag": group.lag,
         "last_delivered_id": group.last_delivered_id,
         "entries_read": group.entries_read,
         "consumers": len(names),
@@ -190,6 +215,7 @@ def classify(
                 raw.server_time_ms,
                 thresholds,
                 previous.get(g.name),
+                lag=raw.lags.get(g.name),
             )
         )
     return out
@@ -204,6 +230,7 @@ def health_json(health: Sequence[GroupHealth]) -> dict[str, Any]:
                 "name": h.name,
                 "status": h.status,
                 "lag": h.lag,
+                "lag_exact": h.lag_exact,
                 "pending": h.pending,
                 "oldest_pending_id": h.oldest_pending_id,
                 "oldest_pending_age_ms": h.oldest_pending_age_ms,
@@ -236,7 +263,9 @@ def build_state(
         },
         "tail": [entry_json(e) for e in raw.tail],
         "groups": [
-            group_json(g, raw.consumers.get(g.name, ()), workers.get(g.name, {}))
+            group_json(
+                g, raw.consumers.get(g.name, ()), workers.get(g.name, {}), raw.lags.get(g.name)
+            )
             for g in raw.groups
         ],
         "pending": [

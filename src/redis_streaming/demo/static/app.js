@@ -68,6 +68,12 @@ async function post(path, body) {
 
 // ------------------------------------------------------------------ rendering
 
+// A group's lag: "≥ N" when the server's figure was unusable and counting stopped at its cap.
+function lagText(g) {
+  if (g.lag === null || g.lag === undefined) return "n/a";
+  return g.lag_exact === false ? `\u2265 ${g.lag}` : String(g.lag);
+}
+
 function replaceRows(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
@@ -176,7 +182,7 @@ function renderGroups(state) {
       el("strong", {}, g.name),
       el("span", {}, "last delivered ", el("code", {}, g.last_delivered_id)),
       el("span", {}, "pending ", el("b", { "data-field": "group-pending" }, g.pending)),
-      el("span", {}, "lag ", el("b", { "data-field": "group-lag" }, g.lag ?? "n/a"))
+      el("span", {}, "lag ", el("b", { "data-field": "group-lag" }, lagText(g)))
     );
     const list = section.lastChild;
     const order = [];
@@ -255,7 +261,7 @@ function renderHealth(state) {
     health.groups.map((h) =>
       el("tr", { "data-group": h.name }, el("td", {}, h.name),
         el("td", {}, el("span", { class: `status ${h.status.replace("+", "-")}` }, h.status)),
-        el("td", {}, h.lag ?? "n/a"), el("td", {}, h.pending),
+        el("td", { "data-field": "lag" }, lagText(h)), el("td", {}, h.pending),
         el("td", {}, h.oldest_pending_idle_ms === null ? "–" : `${h.oldest_pending_idle_ms} ms`))
     )
   );
