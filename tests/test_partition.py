@@ -33,6 +33,7 @@ from redis_streaming import (
     PartitionedConsumerPool,
     PartitionedStream,
     StreamingError,
+    UndecodableEntry,
 )
 from redis_streaming.cluster_server import key_slot, plan_spread, slot_ranges
 from redis_streaming.partition import assign, partition_index
@@ -766,3 +767,26 @@ def test_cli_worker_partitions_rejects_bad_input(
     assert proc.returncode == 2, (out, err)
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_pool_on_a_cluster_dead_letters_an_undecodable_entry_byte_exact(
+    cluster: LocalCluster, cclient: Any, base: str
+) -> None:
+    # decode_responses cluster client: the pool reads through redis-py, not the fast path.
+    ps = PartitionedStream(cclient, base, partitions=2, maxlen_approx=None)
+    seen: list[str] = []
+    raw = cluster.client(decode_responses=False)
+    ps.produce_batch([("a", "t", {"k": "a"}), ("b", "t", {"k": "b"})])
+    raw.xadd(ps.keys[1], {b"type": b"t", b"k": b"\xff"})
+    pool = PartitionedConsumerPool(
+        ps, "g", consumers=1, handler=lambda e: seen.append(e.fields["k"]),
+        name_prefix="u", max_deliveries=2, **POOL_OPTS,
+    )  # fmt: skip
+    with pool:
+        wait_until(lambda: ps.dead_letter_counts()[1] == 1, 20, "the bad entry dead-lettered")
+    assert sorted(seen) == ["a", "b"]
+    [letter] = ps.dead_letters(1).list()
+    assert isinstance(letter, UndecodableEntry)
+    assert (b"k", b"\xff") in letter.raw
+    raw.close()
+    ps.delete()

@@ -30,7 +30,13 @@ from ._errors import (
 )
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
 from .deadletter import REASON_FAILED, REASON_UNDECODABLE, DeadLetters
-from .stream import DEFAULT_AUTOCLAIM_MAX_PAGES, DEFAULT_AUTOCLAIM_PAGE, EventStream, now_ms
+from .stream import (
+    DEFAULT_AUTOCLAIM_MAX_PAGES,
+    DEFAULT_AUTOCLAIM_PAGE,
+    EventStream,
+    now_ms,
+    read_entries,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -527,17 +533,15 @@ class ConsumerWorker:
         acks = self._pending_acks
         if _fastpath.supports(stream.client):
             return self._read_fast(acks)
-        count = self._sizer.count
+        read = (
+            "XREADGROUP", "GROUP", self.group, self.name, "COUNT", self._sizer.count,
+            "BLOCK", self._block_now(), "STREAMS", stream.key, ">",
+        )  # fmt: skip
         if not acks:
-            raw = stream.client.xreadgroup(
-                self.group, self.name, {stream.key: ">"}, count=count, block=self._block_now()
-            )
-            return codec.parse_xread(raw)
+            return codec.parse_xread(read_entries(stream.client, *read))
         pipe = stream.client.pipeline(transaction=False)
         pipe.xack(stream.key, self.group, *acks)
-        pipe.xreadgroup(
-            self.group, self.name, {stream.key: ">"}, count=count, block=self._block_now()
-        )
+        read_entries(pipe, *read)  # queued; its reply is read as bytes like any entry read
         acked, raw = pipe.execute(raise_on_error=False)
         if isinstance(acked, Exception):
             raise acked
