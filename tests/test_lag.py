@@ -159,6 +159,6 @@ def test_a_snapshot_counts_only_the_undecided_groups() -> None:
     }
     pipe = RecordingPipe()
     names = queue_counts(pipe, "k", groups, decided, 3)
-    assert names == ["behind"] and pipe.calls == [("XRANGE", "k", "150-1", "+", 4)]
+    assert names == ["behind"] and pipe.calls == [("XRANGE", "k", "150-1", "+", "COUNT", 4)]
     lags = finish(decided, names, [[1, 2, 3, 4]], 3)
     assert lags["behind"] == Lag(4, False, "counted") and lags["done"].value == 0

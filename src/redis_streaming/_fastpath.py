@@ -463,6 +463,15 @@ def _collect_ids(ids: list[str], replies: list[Any]) -> None:
     ids.extend([r if type(r) is str else text(r) for r in replies])
 
 
+def read_entries(client: Any, *args: Any) -> Any:
+    """Send a command whose reply carries entry fields; the reply is read as bytes.
+
+    redis-py's callbacks still shape it, but a ``decode_responses`` client cannot fail on a
+    field that is not UTF-8: _codec.make_entry decodes strictly and keeps such an entry whole.
+    """
+    return client.execute_command(*args, NEVER_DECODE=True)
+
+
 def supports(client: object) -> bool:
     """True for a plain ``redis.Redis`` with a connection pool (not cluster, not pinned)."""
     return (

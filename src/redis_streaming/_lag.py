@@ -231,7 +231,8 @@ def queue_counts(
     for g in groups:
         if decided.get(g.name) is None:
             start, end, count = count_range(g, cap)
-            pipe.xrange(key, start, end, count=count)
+            # Read as bytes: only IDs are counted, and a field that is not UTF-8 must not fail it.
+            pipe.execute_command("XRANGE", key, start, end, "COUNT", count, NEVER_DECODE=True)
             names.append(g.name)
     return names
 

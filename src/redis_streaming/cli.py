@@ -40,6 +40,7 @@ from ._cli_input import (
     parse_handler_spec,
 )
 from ._errors import InvalidInput, RedisUnavailable, StreamingError, translate
+from ._fastpath import read_entries
 from ._lag import format_lag
 from ._model import Entry
 from .deadletter import DeadLetters
@@ -580,7 +581,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
         while args.limit is None or seen < args.limit:
             want = args.batch if args.limit is None else min(args.batch, args.limit - seen)
             try:
-                raw = stream.client.xread({stream.key: last}, count=want, block=args.block_ms)
+                raw = read_entries(
+                    stream.client, "XREAD", "COUNT", want, "BLOCK", args.block_ms,
+                    "STREAMS", stream.key, last,
+                )  # fmt: skip
             except rex.RedisError as exc:
                 raise translate(exc) from exc
             entries = codec.parse_xread(raw)

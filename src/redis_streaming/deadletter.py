@@ -15,8 +15,9 @@ import redis.exceptions as rex
 
 from . import _codec as codec
 from ._errors import InvalidName, translate
+from ._fastpath import read_entries
 from ._model import Entry, UndecodableEntry
-from .stream import EventStream, now_ms, read_entries
+from .stream import EventStream, now_ms
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ import redis.exceptions as rex
 from . import _codec as codec
 from . import _lag
 from ._errors import InvalidOption, is_missing_key, translate
+from ._fastpath import read_entries
 from ._lag import DEFAULT_LAG_CAP, Lag
 from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
 from .stream import EventStream
@@ -265,7 +266,7 @@ def check_health(
         if not cluster:
             pipe.time()
             _lag.queue_hello(pipe)
-        pipe.xinfo_stream(stream.key)
+        read_entries(pipe, "XINFO", "STREAM", stream.key)  # first/last entry: read as bytes
         pipe.xinfo_groups(stream.key)
         pipe.xlen(dlq)
         replies = pipe.execute(raise_on_error=False)

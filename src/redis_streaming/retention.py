@@ -22,6 +22,7 @@ import redis.exceptions as rex
 
 from . import _codec as codec
 from ._errors import InvalidOption, is_missing_key, translate
+from ._fastpath import read_entries
 from ._model import GroupInfo
 from .health import reply_or_empty
 
@@ -191,7 +192,7 @@ def _count_from(stream: EventStream, start: str, end: str | None, cap: int) -> t
         return 0, True
     hi = "+" if end is None else "(" + end
     try:
-        raw = stream.client.xrange(stream.key, start, hi, count=cap + 1)
+        raw = read_entries(stream.client, "XRANGE", stream.key, start, hi, "COUNT", cap + 1)
     except rex.RedisError as exc:
         raise translate(exc) from exc
     n = len(raw or ())
@@ -228,7 +229,7 @@ def trim_safe(
             length -= forced
         first = None
         if forced:
-            head = stream.client.xrange(stream.key, "-", "+", count=1)
+            head = read_entries(stream.client, "XRANGE", stream.key, "-", "+", "COUNT", 1)
             first = codec.to_str(head[0][0]) if head else None
     except rex.RedisError as exc:
         raise translate(exc) from exc

@@ -26,6 +26,7 @@ from ._errors import (
     is_missing_key,
     translate,
 )
+from ._fastpath import read_entries
 from ._model import (
     ClaimResult,
     ConsumerInfo,
@@ -78,15 +79,6 @@ def _refresh_slots(client: Any) -> Callable[[], None] | None:
     """For a cluster client: re-read the slot map (after MOVED/ASK); None otherwise."""
     nodes = getattr(client, "nodes_manager", None)
     return None if nodes is None else nodes.initialize
-
-
-def read_entries(client: Any, *args: Any) -> Any:
-    """Send a command whose reply carries entry fields; the reply is read as bytes.
-
-    redis-py's callbacks still shape it, but a ``decode_responses`` client cannot fail on a
-    field that is not UTF-8: _codec.make_entry decodes strictly and keeps such an entry whole.
-    """
-    return client.execute_command(*args, NEVER_DECODE=True)
 
 
 def now_ms() -> int:

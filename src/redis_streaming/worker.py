@@ -28,6 +28,7 @@ from ._errors import (
     is_nogroup,
     translate,
 )
+from ._fastpath import read_entries
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
 from .deadletter import REASON_FAILED, REASON_UNDECODABLE, DeadLetters
 from .stream import (
@@ -35,7 +36,6 @@ from .stream import (
     DEFAULT_AUTOCLAIM_PAGE,
     EventStream,
     now_ms,
-    read_entries,
 )
 
 logger = logging.getLogger(__name__)
