@@ -123,15 +123,33 @@ def test_state_has_the_guides_keys_and_the_seeded_consumers(api: TestClient, key
     assert doc["stream"]["key"] == key
     assert {"length", "first_entry_id", "last_entry_id"} <= doc["stream"].keys()
     assert doc["tail"] == [] and doc["pending"] == []
-    assert set(doc["stats"]) >= {"produced", "acked", "claimed"}
     assert {g["name"] for g in doc["groups"]} == {"notifications", "analytics"}
     n = group(doc, "notifications")
-    assert {"name", "pending", "lag", "last_delivered_id", "consumers_detail"} <= n.keys()
     assert [c["name"] for c in n["consumers_detail"]] == ["worker-a", "worker-b"]
-    detail = n["consumers_detail"][0]
-    for field in ("processed", "reaped", "pending", "idle_ms", "crash_queued", "paused"):
-        assert field in detail
     assert [c["name"] for c in group(doc, "analytics")["consumers_detail"]] == ["worker-c"]
+
+
+def test_state_keeps_the_guides_nested_keys(api: TestClient) -> None:
+    api.post("/produce", data={"count": "3"})
+    wait_until(drained(api, 3), what="both groups to read all 3")
+    doc = wait_until(
+        lambda: (d := state(api)) and consumer(d, "analytics", "worker-c")["recent"] and d,
+        what="worker-c to list its deliveries",
+    )
+    stream_keys = {"length", "last_generated_id", "first_entry_id", "last_entry_id"}
+    assert stream_keys <= doc["stream"].keys()
+    assert {"id", "fields"} <= doc["tail"][0].keys()
+    assert {"produced_total", "acked_total", "claimed_total"} <= doc["stats"].keys()
+    g = group(doc, "analytics")
+    group_keys = {"name", "consumers", "pending", "last_delivered_id", "lag", "consumers_detail"}
+    assert group_keys <= g.keys()
+    assert g["consumers"] == 1 and g["lag"] == 0 and g["lag_exact"] is True
+    (c,) = g["consumers_detail"]
+    guide = {"name", "group", "processed", "reaped", "crashed_drops", "paused", "crash_queued"}
+    assert guide | {"alive", "pending", "idle_ms", "recent"} <= c.keys()
+    assert c["group"] == "analytics"
+    assert {"id", "type", "acked", "note"} <= c["recent"][0].keys()
+    assert c["recent"][0]["acked"] is True
 
 
 def test_state_takes_two_round_trips(api: TestClient) -> None:
@@ -179,7 +197,7 @@ def test_produce_accepts_json_and_form_and_workers_consume(api: TestClient) -> N
     n = group(doc, "notifications")["consumers_detail"]
     assert sum(c["processed"] for c in n) == 8
     assert consumer(doc, "analytics", "worker-c")["processed"] == 8
-    assert doc["stats"]["produced"] == 8
+    assert doc["stats"]["produced_total"] == 8
 
 
 def test_replay_returns_a_range(api: TestClient) -> None:
@@ -246,7 +264,7 @@ def test_crash_then_autoclaim_moves_entries_to_the_target(api: TestClient) -> No
     doc = state(api)
     assert [p for p in doc["pending"] if p["group"] == "notifications"] == []
     assert consumer(doc, "notifications", "worker-b")["reaped"] == 3
-    assert doc["stats"]["claimed"] == 3
+    assert doc["stats"]["claimed_total"] == 3
 
 
 def test_deliveries_dropped_during_a_reap_are_not_counted(api: TestClient) -> None:
@@ -267,8 +285,12 @@ def test_remove_worker_hands_pending_to_a_peer_first(api: TestClient) -> None:
     r = api.post("/remove-worker", json={"group": "notifications", "name": "worker-a"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["removed"] == "worker-a"
-    assert (body["handed_over"], body["to"], body["destroyed"]) == (3, "worker-b", 0)
+    assert body["removed"] is True and body["name"] == "worker-a"
+    assert (body["handed_over_count"], body["handed_over_to"], body["destroyed"]) == (
+        3,
+        "worker-b",
+        0,
+    )
     doc = state(api)
     assert [c["name"] for c in group(doc, "notifications")["consumers_detail"]] == ["worker-b"]
     assert {p["id"] for p in doc["pending"] if p["consumer"] == "worker-b"} == pending_ids
@@ -304,8 +326,8 @@ def test_two_concurrent_removes_never_hand_entries_to_each_other(api: TestClient
     for t in threads:
         t.join(20)
     assert errors == []
-    assert sorted(r["removed"] for r in results) == ["worker-a", "worker-b"]
-    assert all(r["destroyed"] == 0 and r["to"] == "worker-d" for r in results)
+    assert sorted(r["name"] for r in results) == ["worker-a", "worker-b"]
+    assert all(r["destroyed"] == 0 and r["handed_over_to"] == "worker-d" for r in results)
     doc = state(api)
     g = group(doc, "notifications")
     assert [c["name"] for c in g["consumers_detail"]] == ["worker-d"]
@@ -319,6 +341,11 @@ def test_last_consumer_may_go_only_with_nothing_pending(api: TestClient) -> None
     wait_until(lambda: group(state(api), "analytics")["pending"] == 0, what="analytics acked")
     r = api.post("/remove-worker", json={"group": "analytics", "name": "worker-c"})
     assert r.status_code == 200 and r.json()["destroyed"] == 0
+    assert (r.json()["removed"], r.json()["handed_over_to"], r.json()["handed_over_count"]) == (
+        True,
+        None,
+        0,
+    )
 
     assert api.post("/add-worker", json={"group": "solo", "name": "s1"}).json()["created_group"]
     wait_until(
@@ -328,6 +355,8 @@ def test_last_consumer_may_go_only_with_nothing_pending(api: TestClient) -> None
     r = api.post("/remove-worker", json={"group": "solo", "name": "s1"})
     assert r.status_code == 409
     assert "2 pending" in r.json()["error"]
+    assert (r.json()["removed"], r.json()["reason"]) == (False, "no-peer")
+    assert r.json()["message"] == r.json()["error"]
     doc = state(api)
     assert consumer(doc, "solo", "s1")["pending"] == 2 and not consumer(doc, "solo", "s1")["paused"]
 
@@ -377,9 +406,9 @@ def test_trim_by_maxlen_and_by_minid(api: TestClient) -> None:
     ids = api.post("/produce", json={"count": 20}).json()["ids"]
     r = api.post("/trim", json={"maxlen": 15, "approximate": False})
     assert r.status_code == 200, r.text
-    assert (r.json()["trimmed"], r.json()["length"]) == (5, 15)
+    assert (r.json()["deleted"], r.json()["maxlen"], r.json()["length"]) == (5, 15, 15)
     r = api.post("/trim", data={"minid": ids[10], "approximate": "false"})
-    assert (r.json()["trimmed"], r.json()["length"]) == (5, 10)
+    assert (r.json()["deleted"], r.json()["minid"], r.json()["length"]) == (5, ids[10], 10)
     assert state(api)["stream"]["first_entry_id"] == ids[10]
     r = api.post("/trim", json={"maxlen": 5})  # approximate: may keep a whole node
     assert r.status_code == 200 and r.json()["strategy"] == "MAXLEN ~ 5"
@@ -393,7 +422,7 @@ def test_reset_starts_over(api: TestClient) -> None:
     doc = state(api)
     assert doc["stream"]["length"] == 0
     assert {g["name"] for g in doc["groups"]} == {"notifications", "analytics"}
-    assert doc["stats"]["produced"] == 0
+    assert doc["stats"]["produced_total"] == 0
 
 
 def test_dead_letters_are_listed(make_app: AppFactory) -> None:
@@ -448,6 +477,81 @@ def test_metrics_and_health(api: TestClient) -> None:
     assert row["status"] == "stuck" and row["pending"] == 2
     assert "nobody reclaims it" in row["reasons"][0]
     assert state(api)["health"]["ok"] is False
+
+
+# ---------------------------------------------------------------- the guide's API, key by key
+
+# Every key the Redis streaming guide's demo answers with, per endpoint, sent as the guide's page
+# sends it (form fields). Extra keys are fine; a missing one breaks the guide's scripts.
+GUIDE_ANSWERS = [
+    ("get", "/state", {}, 200, {"stream", "tail", "groups", "pending", "stats"}),
+    ("post", "/produce", {"count": "2", "type": ""}, 200, {"produced", "ids"}),
+    ("post", "/add-worker", {"group": "notifications", "name": "worker-z"}, 200, {"group", "name"}),
+    (
+        "post",
+        "/remove-worker",
+        {"group": "notifications", "name": "worker-b"},
+        200,
+        {"removed", "handed_over_to", "handed_over_count"},
+    ),
+    (
+        "post",
+        "/remove-worker",
+        {"group": "notifications", "name": "ghost"},
+        404,
+        {"removed", "reason", "message"},
+    ),
+    (
+        "post",
+        "/crash",
+        {"group": "notifications", "name": "worker-a", "count": "3"},
+        200,
+        {"queued"},
+    ),
+    (
+        "post",
+        "/autoclaim",
+        {"group": "notifications", "consumer": "worker-a"},
+        200,
+        {"claimed", "processed", "deleted", "min_idle_ms"},
+    ),
+    ("post", "/trim", {"maxlen": "100"}, 200, {"deleted", "maxlen"}),
+    (
+        "get",
+        "/replay",
+        {"start": "-", "end": "+", "count": "5"},
+        200,
+        {"start", "end", "limit", "entries"},
+    ),
+    ("post", "/reset", {}, 200, {"consumers"}),
+]
+
+
+def documented_keys(openapi: dict[str, Any], method: str, path: str, status: int) -> set[str]:
+    """The required keys of an answer as the app's OpenAPI schema documents it."""
+    content = openapi["paths"][path][method]["responses"][str(status)]["content"]
+    ref = content["application/json"]["schema"]["$ref"]
+    schema = openapi["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return set(schema.get("required", ()))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "fields", "status", "keys"),
+    GUIDE_ANSWERS,
+    ids=[f"{m} {p} {st}" for m, p, _, st, _ in GUIDE_ANSWERS],
+)
+def test_answers_keep_the_guides_keys(
+    api: TestClient, method: str, path: str, fields: dict[str, str], status: int, keys: set[str]
+) -> None:
+    r = api.get(path, params=fields) if method == "get" else api.post(path, data=fields)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert keys <= body.keys(), keys - body.keys()
+    assert keys <= documented_keys(api.get("/openapi.json").json(), method, path, status)
+    if path == "/remove-worker":
+        assert body["removed"] is (status == 200)  # a boolean, as in the guide
+    if path == "/crash":
+        assert body["queued"] == 3
 
 
 # ---------------------------------------------------------------- bad input

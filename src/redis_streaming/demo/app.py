@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .. import _codec as codec
@@ -35,6 +35,7 @@ from .._errors import (
 )
 from ..server import display_url
 from . import params as p
+from . import schemas as s
 from .config import MAX_PRODUCE, DemoConfig
 from .runtime import Conflict, DemoRuntime, NotFound
 
@@ -52,33 +53,7 @@ _SECURITY_HEADERS = {
 }
 
 
-# ---------------------------------------------------------------- documented request bodies
-
-
-class ProduceBody(BaseModel):
-    count: int = Field(10, ge=1, le=MAX_PRODUCE)
-    type: str = Field("random", description="an event type, or 'random'")
-
-
-class ConsumerBody(BaseModel):
-    group: str
-    name: str
-
-
-class CrashBody(ConsumerBody):
-    count: int = Field(3, ge=1, le=10_000)
-
-
-class AutoclaimBody(BaseModel):
-    group: str
-    consumer: str
-    min_idle_ms: int | None = Field(None, ge=0, description="default: --claim-idle-ms")
-
-
-class TrimBody(BaseModel):
-    maxlen: int | None = Field(None, ge=0)
-    minid: str | None = Field(None, description="a stream ID; entries below it are deleted")
-    approximate: bool = True
+# ---------------------------------------------------------------- documentation helpers
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -99,6 +74,12 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": message, "kind": kind}, status_code=status)
+
+
+def _refused(status: int, message: str, kind: str, reason: str) -> JSONResponse:
+    """A /remove-worker refusal: our error/kind plus the guide's removed/reason/message."""
+    body = {"removed": False, "reason": reason, "message": message, "error": message, "kind": kind}
+    return JSONResponse(body, status_code=status)
 
 
 async def _params(request: Request) -> dict[str, Any]:
@@ -238,18 +219,28 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
 
     # ------------------------------------------------------------ reading
 
-    @app.get("/state", summary="Stream, groups, consumers, pending entries and counters")
+    @app.get(
+        "/state",
+        summary="Stream, groups, consumers, pending entries and counters",
+        response_model=s.StateAnswer,
+    )
     async def get_state() -> dict[str, Any]:
         return await run_in_threadpool(rt.snapshot)
 
-    @app.get("/replay", summary="XRANGE start..end (count entries)")
+    @app.get("/replay", summary="XRANGE start..end (count entries)", response_model=s.ReplayAnswer)
     async def replay(request: Request, start: str = "-", end: str = "+", count: str = "20") -> Any:
         q = dict(request.query_params)
+        start, end = start or "-", end or "+"
         count_n = p.get_int(q, "count", 20, minimum=1, maximum=1000)
         codec.validate_range_bound(start, "start")
         codec.validate_range_bound(end, "end")
         entries = await run_in_threadpool(rt.replay, start, end, count_n)
-        return {"entries": [{"id": e.id, "fields": dict(e.fields)} for e in entries]}
+        return {
+            "start": start,
+            "end": end,
+            "limit": count_n,
+            "entries": [{"id": e.id, "fields": dict(e.fields)} for e in entries],
+        }
 
     @app.get("/dlq", summary="Dead letters (oldest first)")
     async def dlq(request: Request, count: str = "100") -> Any:
@@ -281,7 +272,12 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
 
     # ------------------------------------------------------------ levers
 
-    @app.post("/produce", summary="XADD count fake orders", openapi_extra=_body_doc(ProduceBody))
+    @app.post(
+        "/produce",
+        summary="XADD count fake orders",
+        openapi_extra=_body_doc(s.ProduceBody),
+        response_model=s.ProduceAnswer,
+    )
     async def produce(request: Request) -> Any:
         q = await _params(request)
         count = p.get_int(q, "count", 10, minimum=1, maximum=MAX_PRODUCE)
@@ -289,7 +285,12 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         ids = await run_in_threadpool(rt.produce, count, event_type)
         return {"produced": len(ids), "ids": ids, "first_id": ids[0], "last_id": ids[-1]}
 
-    @app.post("/add-worker", summary="Start a consumer", openapi_extra=_body_doc(ConsumerBody))
+    @app.post(
+        "/add-worker",
+        summary="Start a consumer",
+        openapi_extra=_body_doc(s.ConsumerBody),
+        response_model=s.AddWorkerAnswer,
+    )
     async def add_worker(request: Request) -> Any:
         q = await _params(request)
         group, name = p.get_name(q, "group"), p.get_name(q, "name", "consumer")
@@ -298,27 +299,50 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
     @app.post(
         "/remove-worker",
         summary="Hand a consumer's pending entries to a peer, then delete it",
-        openapi_extra=_body_doc(ConsumerBody),
+        openapi_extra=_body_doc(s.ConsumerBody),
+        response_model=s.RemoveWorkerAnswer,
+        responses={
+            404: {"model": s.RemoveWorkerRefusal, "description": "no such consumer"},
+            409: {"model": s.RemoveWorkerRefusal, "description": "not removed now"},
+        },
     )
     async def remove_worker(request: Request) -> Any:
         q = await _params(request)
         group, name = p.get_name(q, "group"), p.get_name(q, "name", "consumer")
-        return await run_in_threadpool(rt.remove_worker, group, name)
+        try:
+            return await run_in_threadpool(rt.remove_worker, group, name)
+        except NotFound as exc:
+            return _refused(404, str(exc.args[0]), "not_found", "not-found")
+        except Conflict as exc:
+            return _refused(409, str(exc), "conflict", exc.reason)
 
-    @app.post("/pause", summary="Stop fetching", openapi_extra=_body_doc(ConsumerBody))
+    @app.post(
+        "/pause",
+        summary="Stop fetching",
+        openapi_extra=_body_doc(s.ConsumerBody),
+        response_model=s.PauseAnswer,
+    )
     async def pause(request: Request) -> Any:
         q = await _params(request)
         group, name = p.get_name(q, "group"), p.get_name(q, "name", "consumer")
         return await run_in_threadpool(rt.set_paused, group, name, True)
 
-    @app.post("/resume", summary="Fetch again", openapi_extra=_body_doc(ConsumerBody))
+    @app.post(
+        "/resume",
+        summary="Fetch again",
+        openapi_extra=_body_doc(s.ConsumerBody),
+        response_model=s.PauseAnswer,
+    )
     async def resume(request: Request) -> Any:
         q = await _params(request)
         group, name = p.get_name(q, "group"), p.get_name(q, "name", "consumer")
         return await run_in_threadpool(rt.set_paused, group, name, False)
 
     @app.post(
-        "/crash", summary="Drop the next deliveries unacked", openapi_extra=_body_doc(CrashBody)
+        "/crash",
+        summary="Drop the next deliveries unacked",
+        openapi_extra=_body_doc(s.CrashBody),
+        response_model=s.CrashAnswer,
     )
     async def crash(request: Request) -> Any:
         q = await _params(request)
@@ -329,7 +353,8 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
     @app.post(
         "/autoclaim",
         summary="XAUTOCLAIM idle pending entries to a consumer, which processes them",
-        openapi_extra=_body_doc(AutoclaimBody),
+        openapi_extra=_body_doc(s.AutoclaimBody),
+        response_model=s.AutoclaimAnswer,
     )
     async def autoclaim(request: Request) -> Any:
         q = await _params(request)
@@ -337,7 +362,12 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         idle = p.get_int(q, "min_idle_ms", -1, minimum=-1)
         return await run_in_threadpool(rt.autoclaim, group, consumer, None if idle < 0 else idle)
 
-    @app.post("/trim", summary="XTRIM by MAXLEN or MINID", openapi_extra=_body_doc(TrimBody))
+    @app.post(
+        "/trim",
+        summary="XTRIM by MAXLEN or MINID",
+        openapi_extra=_body_doc(s.TrimBody),
+        response_model=s.TrimAnswer,
+    )
     async def trim(request: Request) -> Any:
         q = await _params(request)
         approximate = p.get_bool(q, "approximate", True)
@@ -349,7 +379,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         minid = codec.validate_id(p.get_str(q, "minid"), "minid") if has_min else None
         return await run_in_threadpool(rt.trim, maxlen, minid, approximate)
 
-    @app.post("/reset", summary="Delete the stream and start over")
+    @app.post("/reset", summary="Delete the stream and start over", response_model=s.ResetAnswer)
     async def reset(request: Request) -> Any:
         await _params(request)
         return await run_in_threadpool(rt.reset)

@@ -40,7 +40,14 @@ class NotFound(LookupError):
 
 
 class Conflict(RuntimeError):
-    """The request cannot be done in the current state (the app answers 409)."""
+    """The request cannot be done in the current state (the app answers 409).
+
+    ``reason`` is a short machine-readable word (the guide's ``no-peer``, or ``busy``, ...).
+    """
+
+    def __init__(self, message: str, reason: str = "conflict") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -287,14 +294,17 @@ class DemoRuntime:
             if not worker.pause(wait=True, timeout=_PAUSE_TIMEOUT_S):
                 if not was_paused:
                     worker.resume()
-                raise Conflict(f"{name!r} did not finish its in-flight batch in time; try again")
+                raise Conflict(
+                    f"{name!r} did not finish its in-flight batch in time; try again", "busy"
+                )
             if peer is None and self.stream.pending(group, count=1, consumer=name):
                 if not was_paused:
                     worker.resume()
                 n = len(self.stream.pending(group, count=10_000, consumer=name))
                 raise Conflict(
                     f"{name!r} is the last consumer of {group!r} and still has {n} pending "
-                    "entries; add another consumer first so they can be handed over"
+                    "entries; add another consumer first so they can be handed over",
+                    "no-peer",
                 )
             worker.stop(_STOP_TIMEOUT_S)
             with self._lock:
@@ -311,10 +321,11 @@ class DemoRuntime:
                     destroyed,
                 )
         return {
-            "removed": name,
+            "removed": True,
+            "handed_over_to": peer.name if peer else None,
+            "handed_over_count": moved,
             "group": group,
-            "handed_over": moved,
-            "to": peer.name if peer else None,
+            "name": name,
             "destroyed": destroyed,
         }
 
@@ -330,9 +341,10 @@ class DemoRuntime:
         return {"group": group, "name": name, "paused": worker.paused}
 
     def crash(self, group: str, name: str, count: int) -> dict[str, Any]:
+        """Queue ``count`` drops: ``queued`` is this request's count, ``crash_queued`` the total."""
         worker = self.worker(group, name)
-        queued = worker.crash_next(count)
-        return {"group": group, "name": name, "crash_queued": queued}
+        total = worker.crash_next(count)
+        return {"queued": count, "group": group, "name": name, "crash_queued": total}
 
     def autoclaim(self, group: str, consumer: str, min_idle_ms: int | None) -> dict[str, Any]:
         """XAUTOCLAIM idle entries of ``group`` to ``consumer``, which processes them now."""
@@ -361,7 +373,9 @@ class DemoRuntime:
             deleted = self.stream.trim_minid(minid, approximate)
             strategy = f"MINID {'~ ' if approximate else ''}{minid}"
         return {
-            "trimmed": deleted,
+            "deleted": deleted,
+            "maxlen": maxlen,
+            "minid": minid,
             "strategy": strategy,
             "approximate": approximate,
             "length": self.stream.length(),

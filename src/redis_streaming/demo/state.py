@@ -139,9 +139,12 @@ def entry_json(entry: Entry) -> dict[str, Any]:
 
 
 def delivery_json(d: Delivery) -> dict[str, Any]:
+    """A recent delivery; ``acked`` and ``note`` are the guide's keys, the rest ours."""
     return {
         "id": d.id,
         "type": d.type,
+        "acked": d.outcome == "acked",
+        "note": d.error or ("" if d.outcome == "acked" else d.outcome),
         "outcome": d.outcome,
         "at_ms": d.at_ms,
         "reaped": d.reaped,
@@ -149,11 +152,14 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
     }
 
 
-def consumer_json(info: ConsumerInfo | None, name: str, view: WorkerView | None) -> dict[str, Any]:
+def consumer_json(
+    info: ConsumerInfo | None, group: str, name: str, view: WorkerView | None
+) -> dict[str, Any]:
     """One consumer: Redis's view (pending, idle) merged with the worker's counters."""
     st = view.status if view is not None else None
     return {
         "name": name,
+        "group": group,
         "pending": info.pending if info is not None else 0,
         "idle_ms": info.idle_ms if info is not None else None,
         "inactive_ms": info.inactive_ms if info is not None else None,
@@ -161,7 +167,7 @@ def consumer_json(info: ConsumerInfo | None, name: str, view: WorkerView | None)
         "processed": st.processed if st else 0,
         "reaped": st.reaped if st else 0,
         "failed": st.failed if st else 0,
-        "dropped": st.crashed_drops if st else 0,
+        "crashed_drops": st.crashed_drops if st else 0,
         "dead_lettered": st.dead_lettered if st else 0,
         "crash_queued": st.crash_queued if st else 0,
         "will_drop": bool(st and st.crash_queued > 0),
@@ -179,13 +185,14 @@ def group_json(
     workers: Mapping[str, WorkerView],
     lag: Lag | None,
 ) -> dict[str, Any]:
-    """One group with its consumers; running workers not yet known to Redis are listed too.
+    """One group with its consumers, by name (as the guide sorts them, and stable while a new
+    worker becomes known to Redis); running workers not yet known to Redis are listed too.
 
     ``lag`` is the figure ``_lag`` worked out (``lag_exact`` False: at least that many);
     ``server_lag`` is what XINFO GROUPS said, shown for comparison only.
     """
     by_name = {c.name: c for c in consumers}
-    names = list(by_name) + [n for n in workers if n not in by_name]
+    names = sorted(by_name.keys() | workers.keys())
     return {
         "name": group.name,
         "pending": group.pending,
@@ -195,7 +202,9 @@ def group_json(
         "last_delivered_id": group.last_delivered_id,
         "entries_read": group.entries_read,
         "consumers": len(names),
-        "consumers_detail": [consumer_json(by_name.get(n), n, workers.get(n)) for n in names],
+        "consumers_detail": [
+            consumer_json(by_name.get(n), group.name, n, workers.get(n)) for n in names
+        ],
     }
 
 
@@ -279,7 +288,11 @@ def build_state(
             for g, rows in raw.pending.items()
             for p in rows
         ],
-        "stats": {"produced": stats.produced, "acked": stats.acked, "claimed": stats.claimed},
+        "stats": {
+            "produced_total": stats.produced,
+            "acked_total": stats.acked,
+            "claimed_total": stats.claimed,
+        },
         "dlq": {
             "length": raw.dlq_length,
             "entries": [entry_json(e) for e in raw.dlq_tail],

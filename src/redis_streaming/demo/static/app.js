@@ -87,9 +87,9 @@ function renderStream(state) {
   setText("stat-length", s.length);
   setText("stat-first", s.first_entry_id);
   setText("stat-last", s.last_entry_id);
-  setText("stat-produced", state.stats.produced);
-  setText("stat-acked", state.stats.acked);
-  setText("stat-claimed", state.stats.claimed);
+  setText("stat-produced", state.stats.produced_total);
+  setText("stat-acked", state.stats.acked_total);
+  setText("stat-claimed", state.stats.claimed_total);
   replaceRows(
     $("tail-body"),
     state.tail.map((e) =>
@@ -122,7 +122,10 @@ function consumerCard(group, name) {
     removeBtn.disabled = true;
     post("/remove-worker", { group, name }).then((r) => {
       removeBtn.disabled = false;
-      if (r) say(`removed ${key}; handed ${r.handed_over} pending entries to ${r.to || "nobody"}`);
+      if (r) {
+        say(`removed ${key}; handed ${r.handed_over_count} pending entries to ` +
+          `${r.handed_over_to || "nobody"}`);
+      }
     });
   });
   const parts = {
@@ -156,7 +159,7 @@ function updateCard(parts, c) {
     counter("reaped", c.reaped, "reaped"),
     counter("pending", c.pending, "pending"),
     counter("idle", c.idle_ms === null ? "–" : `${c.idle_ms} ms`, "idle"),
-    counter("dropped", c.dropped, "dropped")
+    counter("dropped", c.crashed_drops, "dropped")
   );
   parts.pauseBtn.dataset.action = c.paused ? "resume" : "pause";
   parts.pauseBtn.textContent = c.paused ? "Resume" : "Pause";
@@ -359,7 +362,7 @@ function wire() {
     body[$("trim-by").value] = $("trim-value").value.trim();
     post("/trim", body).then((r) => {
       if (r) $("trim-result").textContent =
-        `${r.strategy}: deleted ${r.trimmed}, length now ${r.length}`;
+        `${r.strategy}: deleted ${r.deleted}, length now ${r.length}`;
     });
   });
   $("reset-btn").addEventListener("click", () => {
