@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from redis_streaming import EmbeddedServer, EventStream, InvalidOption, _lag
+from redis_streaming import EmbeddedServer, EventStream, InvalidOption, LocalCluster, _lag
 from redis_streaming._model import GroupInfo, StreamInfo
 from redis_streaming.cli import inspect_data
 from redis_streaming.health import HealthMonitor, HealthThresholds, check_health, classify_group
@@ -242,3 +242,19 @@ def test_inspect_shows_the_same_lag_as_health(stream: EventStream, client: redis
     (row,) = inspect_data(stream, 5, None)["groups"]
     assert (row["lag"], row["lag_exact"], row["server_lag"]) == (14, True, None)
     assert row["status"] == "ok"
+
+
+def test_cluster_client_counts_too() -> None:
+    # A cluster pipeline cannot route TIME or HELLO: both go apart, HELLO to the key's node.
+    with LocalCluster(3) as cluster:
+        client = cluster.client(decode_responses=True)
+        stream = EventStream(client, "{h}orders", maxlen_approx=None)
+        ids = stream.produce_batch([("e", {"n": i}) for i in range(30)])
+        stream.ensure_group("g", "0")
+        stream.consume("g", "c", count=10, block_ms=None)
+        client.xdel(stream.key, *ids[15:21])
+        g = check_health(stream, HealthThresholds(max_lag=10)).group("g")
+        assert g is not None and (g.lag, g.lag_exact, g.status) == (14, True, "lagging")
+        g = check_health(stream, lag_cap=5).group("g")
+        assert g is not None and (g.lag, g.lag_exact) == (6, False)
+        client.close()

@@ -271,7 +271,7 @@ def check_health(
         pipe.xlen(dlq)
         replies = pipe.execute(raise_on_error=False)
         if cluster:
-            replies = [client.time(), _hello_apart(client), *replies]
+            replies = [client.time(), _hello_apart(client, stream.key), *replies]
         t, hello, raw_info, raw_groups, dl = replies
         for reply in (t, dl):
             if isinstance(reply, Exception):
@@ -315,11 +315,11 @@ def check_health(
     )
 
 
-def _hello_apart(client: Any) -> Any:
-    """HELLO on its own (cluster clients); an error only means "version unknown"."""
+def _hello_apart(client: Any, key: str) -> Any:
+    """HELLO to the node holding ``key`` (cluster clients); a failure only means "unknown"."""
     try:
-        return client.execute_command("HELLO")
-    except rex.RedisError as exc:
+        return client.execute_command("HELLO", target_nodes=client.get_node_from_key(key))
+    except (rex.RedisError, rex.RedisClusterException) as exc:
         return exc
 
 
