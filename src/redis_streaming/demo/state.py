@@ -15,7 +15,9 @@ import redis.exceptions as rex
 
 from .. import _codec as codec
 from .. import _lag
+from .._cli_input import shown
 from .._errors import is_missing_key, translate
+from .._fastpath import read_entries
 from .._lag import Lag
 from .._model import (
     ConsumerInfo,
@@ -26,6 +28,7 @@ from .._model import (
     PendingEntry,
     StreamInfo,
     StreamStats,
+    UndecodableEntry,
 )
 from ..health import GroupHealth, HealthThresholds, classify_group
 
@@ -85,11 +88,11 @@ def gather(
         pipe = client.pipeline(transaction=False)
         pipe.time()
         _lag.queue_hello(pipe)
-        pipe.xinfo_stream(key)
+        read_entries(pipe, "XINFO", "STREAM", key)  # entry fields are read as bytes
         pipe.xinfo_groups(key)
-        pipe.xrevrange(key, "+", "-", count=tail_count)
+        read_entries(pipe, "XREVRANGE", key, "+", "-", "COUNT", tail_count)
         pipe.xlen(dlq_key)
-        pipe.xrevrange(dlq_key, "+", "-", count=DLQ_SHOWN)
+        read_entries(pipe, "XREVRANGE", dlq_key, "+", "-", "COUNT", DLQ_SHOWN)
         now_raw, hello, info_raw, groups_raw, tail_raw, dlq_len, dlq_raw = pipe.execute(
             raise_on_error=False
         )
@@ -135,7 +138,16 @@ def gather(
 
 def entry_json(entry: Entry) -> dict[str, Any]:
     """An entry as the page and the guide's scripts read it."""
-    return {"id": entry.id, "type": entry.type, "ts_ms": entry.ts_ms, "fields": dict(entry.fields)}
+    out: dict[str, Any] = {
+        "id": entry.id,
+        "type": entry.type,
+        "ts_ms": entry.ts_ms,
+        "fields": dict(entry.fields),
+    }
+    if isinstance(entry, UndecodableEntry):  # fields holds the pairs that decode; raw all
+        out["undecodable"] = True
+        out["raw"] = [[shown(n), shown(v)] for n, v in entry.raw]
+    return out
 
 
 def delivery_json(d: Delivery) -> dict[str, Any]:
