@@ -11,13 +11,14 @@ EXPECTED = {
     "AlreadyRunning", "Backoff", "ClaimResult", "ConsumerCleanup", "ConsumerInfo",
     "ConsumerStatus", "ConsumerWorker", "DEFAULT_CLAIM_MIN_IDLE_MS", "DEFAULT_MAXLEN_APPROX",
     "DEFAULT_MAX_DELIVERIES", "DEFAULT_REAP_INTERVAL_S", "DeadLetters", "Delivery",
-    "EmbeddedServer", "Entry", "EntryDecodeError", "EventStream", "GroupHealth", "GroupInfo", "GroupLimit",
-    "GroupMissing", "HealthMonitor", "HealthReport", "HealthThresholds", "InvalidEvent",
-    "InvalidInput", "InvalidName", "InvalidOption", "InvalidStreamId", "LocalCluster",
-    "OnceGuard", "PartitionedConsumerPool", "PartitionedStream", "PendingEntry", "ProduceError", "ReapResult",
-    "RedisUnavailable", "RetainReport", "ServerError", "StreamInfo", "StreamStats",
-    "StreamingError", "TrimReport", "UndecodableEntry", "__version__", "apply_and_ack", "check_health",
-    "connect_or_embed", "delete_consumer_if_idle", "delete_idle_consumers",
+    "EmbeddedServer", "Entry", "EntryDecodeError", "EventStream", "GroupHealth", "GroupInfo",
+    "GroupLimit", "GroupMissing", "HealthMonitor", "HealthReport", "HealthThresholds",
+    "InvalidEvent", "InvalidInput", "InvalidName", "InvalidOption", "InvalidStreamId",
+    "LocalCluster", "OnceGuard", "PartitionedConsumerPool", "PartitionedStream", "PendingEntry",
+    "ProduceError", "ReapResult", "RedisUnavailable", "RetainReport", "ServerError",
+    "StreamInfo", "StreamStats", "StreamingError", "TrimReport", "UndecodableEntry",
+    "__version__", "apply_and_ack", "check_health", "connect_or_embed",
+    "delete_consumer_if_idle", "delete_idle_consumers",
 }  # fmt: skip
 
 
