@@ -1,16 +1,30 @@
 # The only entry points a newcomer needs: make demo, make test (and make bench, make lint).
+# make test-floor runs the suite again on the oldest supported redis-py (CI runs both).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-smoke system-deps clean
+# The oldest redis-py the library supports is written once, in pyproject's "redis[hiredis]>=X"
+# line; `make test-floor` runs the suite on exactly that version in a venv of its own.
+REDIS_FLOOR := $(shell sed -n 's/^ *"redis\[hiredis\]>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+FLOOR_VENV  := .venv-floor
+FLOOR_PY    := $(FLOOR_VENV)/bin/python
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test test-floor lint bench bench-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(FLOOR_STAMP): pyproject.toml
+	@test -n "$(REDIS_FLOOR)" || { echo 'no "redis[hiredis]>=X" line in pyproject.toml' >&2; exit 1; }
+	test -x $(FLOOR_PY) || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip -q --disable-pip-version-check install -e '.[dev,bench]' 'redis[hiredis]==$(REDIS_FLOOR)'
+	rm -f $(FLOOR_VENV)/.installed-* && touch $@
 
 # Debian packages the tests drive for real: redis-server 7.x and Chromium.
 system-deps:
@@ -25,6 +39,11 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m pytest
 
+# The suite on the declared redis-py floor (the browser test only drives the demo page: skipped).
+test-floor: $(FLOOR_STAMP) system-deps
+	$(FLOOR_PY) -c 'import redis; assert redis.__version__ == "$(REDIS_FLOOR)", redis.__version__'
+	$(FLOOR_PY) -m pytest -p no:cacheprovider -m "not browser"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
@@ -36,4 +55,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .mypy_cache .ruff_cache
