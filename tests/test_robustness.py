@@ -2,7 +2,8 @@
 
 Lost XAUTOCLAIM cursors, entries that are not UTF-8, handlers that return awaitables and
 dead letters that must give back exactly what was produced. Every test runs on both server
-kinds; the decoding tests also on both client kinds (decode_responses on and off).
+kinds; the decoding tests also on both client kinds (decode_responses on and off) and both
+wire protocols (RESP2, RESP3).
 """
 
 from __future__ import annotations
@@ -32,11 +33,17 @@ from waiting import wait_until
 BAD = b"\xff\xfe"
 
 
-@pytest.fixture(params=[True, False], ids=["decoded", "bytes"])
+@pytest.fixture(
+    params=[(True, 2), (True, 3), (False, 2), (False, 3)],
+    ids=["decoded-resp2", "decoded-resp3", "bytes-resp2", "bytes-resp3"],
+)
 def any_client(server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     if not server.running:
         server.start()
-    c = redis.Redis(host=server.host, port=server.port, decode_responses=request.param)
+    decode, protocol = request.param
+    c = redis.Redis(
+        host=server.host, port=server.port, decode_responses=decode, protocol=protocol
+    )
     yield c
     c.close()
 

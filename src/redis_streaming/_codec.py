@@ -414,6 +414,8 @@ def parse_stream_info(key: str, raw: Mapping[Any, Any] | None) -> StreamInfo:
     """XINFO STREAM as a StreamInfo (``raw=None`` for a missing stream)."""
     if not raw:
         return StreamInfo(key=key, exists=False)
+    if isinstance(raw, (list, tuple)):  # RESP2 (redis-py < 8's default protocol): flat pairs
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
     return StreamInfo(
         key=key,
         exists=True,
