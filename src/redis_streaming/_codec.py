@@ -25,6 +25,10 @@ from ._model import (
 )
 
 _MAX_U64 = 2**64 - 1
+#: The largest integer Redis takes for a count, length or time (a signed 64-bit "long long").
+MAX_INT64 = 2**63 - 1
+#: The longest BLOCK this library sends (a day): past about 2**63 - now Redis says "out of range".
+MAX_BLOCK_MS = 86_400_000
 _ID_RE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 _MAX_NAME = 200
 
@@ -72,13 +76,18 @@ def validate_name(value: object, what: str = "name") -> str:
     return value
 
 
-def validate_int(value: object, what: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    """An int within [minimum, maximum]; bools and floats with a fraction are refused."""
+def validate_int(
+    value: object, what: str, *, minimum: int = 0, maximum: int | None = MAX_INT64
+) -> int:
+    """An int within [minimum, maximum]; bools and floats with a fraction are refused.
+
+    ``maximum`` defaults to the largest value Redis accepts (2**63 - 1), so nothing past it is
+    ever sent.
+    """
+    # A float is refused even when whole: callers send the value they passed, and Redis takes
+    # "1.0" as no integer at all.
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise InvalidOption(f"{what} must be an integer, got {value!r}")
+        raise InvalidOption(f"{what} must be an integer, got {value!r}")
     if value < minimum:
         raise InvalidOption(f"{what} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -117,13 +126,55 @@ def validate_id(value: object, what: str = "stream ID") -> str:
 
 
 def validate_range_bound(value: object, what: str = "range bound") -> str:
-    """An XRANGE bound: ``-``, ``+``, a concrete ID, or an exclusive ``(<id>``."""
+    """An XRANGE bound: ``-``, ``+``, a concrete ID, or an exclusive ``(<id>``.
+
+    An exclusive bound must have a neighbour: ``(`` of the largest ID as a start (nothing
+    comes after it) or ``(0-0`` as an end (nothing before it) is refused, as Redis would.
+    When ``what`` is neither "start" nor "end", both are refused.
+    """
     if value in ("-", "+"):
         return str(value)
     if isinstance(value, str) and value.startswith("("):
-        validate_id(value[1:], what)
+        try:
+            parts = parse_id(value[1:])
+        except InvalidStreamId:
+            raise InvalidStreamId(
+                f"malformed exclusive {what} {value!r} (expected (<ms>-<seq>)"
+            ) from None
+        if parts == (_MAX_U64, _MAX_U64) and what != "end":
+            raise InvalidStreamId(f"exclusive {what} {value!r} has no successor (no larger ID)")
+        if parts == (0, 0) and what != "start":
+            raise InvalidStreamId(f"exclusive {what} {value!r} has no predecessor (no smaller ID)")
         return value
     return validate_id(value, what)
+
+
+def validate_block_ms(value: object) -> int:
+    """XREADGROUP's BLOCK in ms: 1 to :data:`MAX_BLOCK_MS`."""
+    return validate_int(value, "block_ms", minimum=1, maximum=MAX_BLOCK_MS)
+
+
+def validate_seconds(value: object, what: str, *, allow_none: bool = True) -> float | None:
+    """A positive, finite number of seconds (int or float), or None where that is allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOption(f"{what} must be a number of seconds, got {value!r}")
+    if not (0 < value < 10**9):  # NaN and inf fail too; ~31 years is past any sane interval
+        raise InvalidOption(f"{what} must be > 0 and < 1e9 seconds, got {value!r}")
+    return float(value)
+
+
+def validate_ids(value: object, what: str = "entry ID") -> list[str]:
+    """One stream ID or a list/tuple of them (a single str is one ID, never its characters)."""
+    if isinstance(value, str):
+        return [validate_id(value, what)]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidStreamId(
+            f"{what}s must be a stream ID or a list of them, got {type(value).__name__}: "
+            f"{value!r:.80}"
+        )
+    return [validate_id(v, what) for v in value]
 
 
 def validate_group_start(value: object) -> str:

@@ -543,7 +543,7 @@ class PartitionedConsumerPool:
         self.members = [_Member(f"{prefix}-{j}") for j in range(consumers)]
         self.handler = handler
         self.lease_ms = codec.validate_int(lease_ms, "lease_ms", minimum=100)
-        self.block_ms = codec.validate_int(block_ms, "block_ms", minimum=1)
+        self.block_ms = codec.validate_block_ms(block_ms)
         # Keep clear of the lease: a read plus a renewal round trip must fit in it.
         self.margin_ms = max(50, self.lease_ms // 10)
         if self.block_ms + self.margin_ms >= self.lease_ms // 2:

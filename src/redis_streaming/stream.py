@@ -48,6 +48,7 @@ DEFAULT_READ_COUNT: Final = 10
 DEFAULT_BLOCK_MS: Final = 500
 DEFAULT_AUTOCLAIM_PAGE: Final = 100
 DEFAULT_AUTOCLAIM_MAX_PAGES: Final = 10
+MAX_AUTOCLAIM_PAGE: Final = 100_000
 DEFAULT_REPLAY_PAGE: Final = 500
 DEFAULT_PRODUCE_RETRIES: Final = 3
 
@@ -304,7 +305,7 @@ class EventStream:
         codec.validate_name(consumer, "consumer")
         codec.validate_int(count, "count", minimum=1)
         if block_ms is not None:
-            codec.validate_int(block_ms, "block_ms", minimum=1)
+            codec.validate_block_ms(block_ms)
         return self._read_group(group, consumer, ">", count, block_ms)
 
     def read_own_pel(
@@ -352,16 +353,12 @@ class EventStream:
         return self.read_own_pel(group, consumer, count, after)[0]
 
     @_redis_errors
-    def ack(self, group: str, ids: Sequence[str]) -> int:
-        """XACK the given IDs in one call; returns how many were pending. No call for no IDs."""
+    def ack(self, group: str, ids: Sequence[str] | str) -> int:
+        """XACK the given IDs (a list, or one ID as a str) in one call; returns how many were
+        pending. No call for an empty list; anything else raises InvalidStreamId."""
         codec.validate_name(group, "group")
-        if not ids:
-            return 0
-        if isinstance(ids, str):
-            ids = [ids]
-        for entry_id in ids:
-            codec.validate_id(entry_id, "entry ID")
-        return self.ack_unchecked(group, ids)
+        checked = codec.validate_ids(ids)
+        return self.ack_unchecked(group, checked) if checked else 0
 
     def ack_unchecked(self, group: str, ids: Sequence[str]) -> int:
         """XACK without validation, for IDs that came from the server (worker hot path)."""
@@ -411,7 +408,8 @@ class EventStream:
         """
         codec.validate_name(group, "group")
         codec.validate_name(consumer, "consumer")
-        codec.validate_int(page_count, "page_count", minimum=1)
+        # XAUTOCLAIM allocates COUNT IDs up front: a huge COUNT fails with "COUNT too high".
+        codec.validate_int(page_count, "page_count", minimum=1, maximum=MAX_AUTOCLAIM_PAGE)
         codec.validate_int(max_pages, "max_pages", minimum=1)
         codec.validate_id(start_id, "start_id")
         idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
@@ -498,15 +496,17 @@ class EventStream:
         return ClaimResult(tuple(claimed), tuple(deleted), cursor)
 
     @_redis_errors
-    def claim(self, group: str, consumer: str, ids: Sequence[str], min_idle_ms: int) -> list[Entry]:
-        """XCLAIM specific IDs for ``consumer`` if idle at least ``min_idle_ms``."""
+    def claim(
+        self, group: str, consumer: str, ids: Sequence[str] | str, min_idle_ms: int
+    ) -> list[Entry]:
+        """XCLAIM specific IDs (a list, or one ID as a str) for ``consumer`` if idle at least
+        ``min_idle_ms``; returns the entries claimed (trimmed ones are left out)."""
         codec.validate_name(group, "group")
         codec.validate_name(consumer, "consumer")
         codec.validate_int(min_idle_ms, "min_idle_ms")
+        ids = codec.validate_ids(ids)
         if not ids:
             return []
-        for entry_id in ids:
-            codec.validate_id(entry_id, "entry ID")
         raw = read_entries(self.client, "XCLAIM", self.key, group, consumer, min_idle_ms, *ids)
         entries = codec.parse_entries(raw)
         self._count(claimed=len(entries))

@@ -147,10 +147,8 @@ class ConsumerWorker:
         self._sizer = ReadSizer(
             self.count, None if batch_budget_ms is None else batch_budget_ms / 1000
         )
-        self.block_ms = codec.validate_int(block_ms, "block_ms", minimum=1)
-        if reap_interval is not None and (isinstance(reap_interval, bool) or not reap_interval > 0):
-            raise InvalidOption(f"reap_interval must be > 0 seconds or None, got {reap_interval!r}")
-        self.reap_interval = reap_interval
+        self.block_ms = codec.validate_block_ms(block_ms)
+        self.reap_interval = codec.validate_seconds(reap_interval, "reap_interval")
         self.claim_min_idle_ms = (
             stream.claim_min_idle_ms
             if claim_min_idle_ms is None
