@@ -737,3 +737,28 @@ def test_parse_body_refuses_multipart() -> None:
 def test_host_header_rules(host: str, ok: bool) -> None:
     config = DemoConfig(redis_url="redis://127.0.0.1:1/0")
     assert demo_app._host_ok(host, config, config.host_names()) is ok
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "fields", "named"),
+    [
+        ("post", "/trim", {"maxlen": "9223372036854775808"}, "9223372036854775808"),
+        (
+            "post",
+            "/autoclaim",
+            {"group": "notifications", "consumer": "worker-a",
+             "min_idle_ms": "18446744073709551616"},
+            "18446744073709551616",
+        ),
+        ("get", "/replay", {"start": f"({2**64 - 1}-{2**64 - 1}"}, f"({2**64 - 1}-{2**64 - 1}"),
+        ("get", "/replay", {"end": "(0-0"}, "(0-0"),
+        ("get", "/replay", {"count": "99999999999999999999"}, "99999999999999999999"),
+        ("get", "/dlq", {"count": "abc"}, "abc"),
+    ],
+)  # fmt: skip
+def test_values_past_what_redis_takes_get_a_4xx_naming_them(
+    api: TestClient, method: str, path: str, fields: dict[str, str], named: str
+) -> None:
+    response = api.post(path, data=fields) if method == "post" else api.get(path, params=fields)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]
