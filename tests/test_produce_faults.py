@@ -1,4 +1,5 @@
-"""The producer's contract under faults: never a duplicate, and every failure says what was stored.
+"""Faults on purpose: the producer never duplicates and says what it stored; a stalled
+connection never hangs a worker.
 
 Connections are cut by a real TCP proxy (tests/faults.py) at exact protocol points: before the
 server saw EXEC, and after it executed EXEC but before its reply arrived.
@@ -14,12 +15,15 @@ import redis
 from faults import FaultProxy
 from redis_streaming import (
     Backoff,
+    ConsumerWorker,
     EmbeddedServer,
     EventStream,
     InvalidEvent,
     PartitionedStream,
     ProduceError,
+    RedisUnavailable,
 )
+from waiting import wait_until
 
 BOTH_KINDS = pytest.mark.parametrize("private_server", ["valkey", "redis7"], indirect=True)
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.02)
@@ -148,3 +152,61 @@ def test_partitioned_batch_cut_after_exec_is_not_duplicated(
     for (k, _, payload), entry_id in zip(batch, ids, strict=True):
         [(_, fields)] = client.xrange(ps.partition_for(k), entry_id, entry_id)
         assert fields["n"] == str(payload["n"])
+
+
+def test_a_stalled_connection_never_hangs_a_blocked_worker(
+    proxy: FaultProxy, client: redis.Redis, key: str
+) -> None:
+    # socket_timeout=None (redis-py 5-7's default): only the worker's own deadline can help.
+    silent = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=None)
+    stream = EventStream(silent, key, maxlen_approx=None)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    worker = ConsumerWorker(
+        stream, "g", "w", handler=lambda e: seen.append(e.id), block_ms=100,
+        reap_interval=None, group_start="0", backoff=FAST_BACKOFF,
+        on_error=lambda exc, entry: errors.append(exc),
+    ).start()  # fmt: skip
+    try:
+        ids = [client.xadd(key, {"type": "t", "n": str(i)}) for i in range(3)]
+        wait_until(lambda: seen == ids, what="the first entries")
+        wait_until(lambda: client.xpending(key, "g")["pending"] == 0, what="their acks")
+        proxy.stall()
+        # The blocked read times out (block_ms + READ_MARGIN_S) and is reported, although the
+        # connection never answers. (A reconnect's handshake still waits on the client's own
+        # socket_timeout: see docs/RELIABILITY.md.)
+        wait_until(lambda: errors, what="the silent read reported")
+        assert isinstance(errors[0], RedisUnavailable)
+        assert worker.is_alive
+    finally:
+        proxy.unstall()
+        worker.stop(10)
+        silent.close()
+
+
+def test_worker_reconnects_after_a_stall_ends(
+    proxy: FaultProxy, client: redis.Redis, key: str
+) -> None:
+    silent = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=None)
+    stream = EventStream(silent, key, maxlen_approx=None)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    worker = ConsumerWorker(
+        stream, "g", "w", handler=lambda e: seen.append(e.id), block_ms=100,
+        reap_interval=None, group_start="0", backoff=FAST_BACKOFF,
+        on_error=lambda exc, entry: errors.append(exc),
+    ).start()  # fmt: skip
+    try:
+        first = client.xadd(key, {"type": "t"})
+        wait_until(lambda: seen == [first], what="the first entry")
+        wait_until(lambda: client.xpending(key, "g")["pending"] == 0, what="its ack")
+        proxy.stall()
+        wait_until(lambda: errors, what="the silent read reported")
+        proxy.unstall()
+        later = client.xadd(key, {"type": "t"})
+        wait_until(lambda: seen == [first, later], what="the entry after the stall")
+        assert worker.is_alive
+    finally:
+        proxy.unstall()
+        worker.stop(10)
+        silent.close()

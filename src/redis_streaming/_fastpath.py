@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -487,7 +488,9 @@ except ImportError:  # pragma: no cover - another redis-py layout: use read_resp
     _NOT_ENOUGH_DATA = None
 
 
-def read_replies(conn: Any, replies: int, raw: bool = False) -> list[Any]:
+def read_replies(
+    conn: Any, replies: int, raw: bool = False, timeout: float | None = None
+) -> list[Any]:
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if reader is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
@@ -504,7 +507,13 @@ def read_replies(conn: Any, replies: int, raw: bool = False) -> list[Any]:
     # directly skips per-reply bookkeeping that costs more than the parse itself. RESP3 push
     # frames (invalidations, maintenance notices) go to redis-py's own handler, as it would.
     push_type = getattr(parser, "_hiredis_PushNotificationType", None)
-    fill = parser.read_from_socket
+    # ``timeout`` bounds each wait for bytes whatever the client's socket_timeout (None in
+    # redis-py 5-7 by default): a silent connection then raises TimeoutError, never hangs.
+    fill = (
+        parser.read_from_socket
+        if timeout is None
+        else functools.partial(parser.read_from_socket, timeout)
+    )
     gets = reader.gets
     out = []
     append = out.append
@@ -567,6 +576,7 @@ def roundtrip(
     replies: int,
     *,
     entries: bool = False,
+    timeout: float | None = None,
 ) -> list[Any]:
     """Send ``payload`` (one buffer, or buffers written as they are produced) and read
     ``replies`` raw replies, in order.
@@ -575,7 +585,7 @@ def roundtrip(
     the connection goes back to the pool in sync. A connection that fails mid-way is closed
     and :class:`Interrupted` says whether the whole payload had been written. ``entries``:
     the replies carry entry fields, so a decoding reader escapes bad bytes instead of raising
-    (see :data:`_BAD_UTF8`).
+    (see :data:`_BAD_UTF8`). ``timeout``: the longest wait for reply bytes, in seconds.
     """
     pool = client.connection_pool
     conn: Any = get_connection(pool)
@@ -590,7 +600,7 @@ def roundtrip(
         sent = True
         if entries:
             undo = _escape_bad_bytes(conn)
-        return read_replies(conn, replies, raw=entries)
+        return read_replies(conn, replies, raw=entries, timeout=timeout)
     except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
         conn.disconnect()
         raise Interrupted(f"connection lost during a round trip: {exc}", sent) from exc

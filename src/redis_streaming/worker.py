@@ -45,6 +45,8 @@ DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_RECENT_SIZE: Final = 20
 DEFAULT_COUNT: Final = 100
 DEFAULT_BATCH_BUDGET_MS: Final = 50.0
+#: How long past ``block_ms`` a read may stay silent before its connection is dropped (s).
+READ_MARGIN_S: Final = 2.0
 
 Handler = Callable[[Entry], Any]
 ErrorCallback = Callable[[BaseException, Entry | None], None]
@@ -553,11 +555,17 @@ class ConsumerWorker:
         # Same commands as the pipeline below, packed by hand and parsed without redis-py's
         # reply callbacks: this is where a worker spends its time between handler calls.
         stream = self.stream
+        block_ms = self._block_now()
         payload = _fastpath.pack_ack_read(
-            stream.key, self.group, self.name, acks, self._sizer.count, self._block_now()
+            stream.key, self.group, self.name, acks, self._sizer.count, block_ms
         )
         flagged = _fastpath.bad_bytes_seen()
-        replies = _fastpath.roundtrip(stream.client, payload, 2 if acks else 1, entries=True)
+        # Our own deadline, not the client's socket_timeout: a connection that goes silent is
+        # dropped and re-made instead of hanging the worker (and its stop()).
+        deadline = block_ms / 1000 + READ_MARGIN_S
+        replies = _fastpath.roundtrip(
+            stream.client, payload, 2 if acks else 1, entries=True, timeout=deadline
+        )
         if acks:
             acked = replies[0]
             if isinstance(acked, Exception):
