@@ -45,8 +45,8 @@ def via_proxy(proxy: FaultProxy) -> Iterator[redis.Redis]:
     c.close()
 
 
-def _events(n: int) -> list[tuple[str, dict[str, object]]]:
-    return [("order", {"n": i}) for i in range(n)]
+def _events(n: int, note: str = "") -> list[tuple[str, dict[str, object]]]:
+    return [("order", {"n": i, "note": note}) for i in range(n)]
 
 
 def _stored(client: redis.Redis, key: str) -> list[str]:
@@ -89,8 +89,9 @@ def test_cut_after_exec_committed_returns_the_ids_without_resending(
 ) -> None:
     stream = EventStream(via_proxy, key, maxlen_approx=None, backoff=FAST_BACKOFF)
     stream.produce("warm", {})  # the connection has its client ID already
-    # The server executes EXEC; its 101-element reply never reaches the client.
-    proxy.rule = Once("down", b"*101\r\n")
+    # A plain batch of 100 goes as 5 transactions of 20. The server runs the first EXEC (and
+    # maybe more); the connection dies when the first 21-element reply comes back.
+    proxy.rule = Once("down", b"*21\r\n")
     ids = stream.produce_batch(_events(100))
     assert proxy.rule.fired
     assert _stored(client, key)[1:] == ids  # every event once, IDs read back exactly
@@ -125,7 +126,8 @@ def test_failure_that_cannot_be_finished_says_exactly_what_was_stored(
 
     proxy.rule = rule
     with pytest.raises(ProduceError) as info:
-        stream.produce_batch(_events(1500))
+        # Not ASCII, so packed whole first: rounds of 1000, one transaction each.
+        stream.produce_batch(_events(1500, note="é"))
     err = info.value
     assert err.stored == tuple(range(1000)) and err.not_stored == tuple(range(1000, 1500))
     assert err.unknown == ()

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,9 +46,11 @@ MARKER_TTL_MS: Final = 300_000
 #: The server's default proto-max-bulk-len (512 MB), used when CONFIG GET is not allowed.
 DEFAULT_MAX_BULK: Final = 512 * 1024 * 1024
 
+# Appends the slice's last ID (the newest entry: the slice is a transaction, nothing else can
+# be in between) to the round's marker list.
 _MARK = (
     "local l = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) "
-    "redis.call('SET', KEYS[2], l[1][1], 'PX', ARGV[1]) return 1"
+    "redis.call('RPUSH', KEYS[2], l[1][1]) redis.call('PEXPIRE', KEYS[2], ARGV[1]) return 1"
 )
 _MULTI = fp.pack_command(("MULTI",))
 _EXEC = fp.pack_command(("EXEC",))
@@ -69,13 +71,19 @@ def marker_key(key: str, token: str) -> str:
 class Round:
     """One round trip of a batch: the events at batch positions ``indexes``, all to ``key``.
 
-    ``writes`` makes the packed XADD buffers (called again for a resend, so it must be
-    deterministic).
+    ``writes`` makes the packed XADD buffers, one per slice, holding ``sizes[i]`` commands
+    each (called again for a resend, so it must be deterministic). Each slice is its own
+    transaction: the server runs one while the next is still being packed.
     """
 
     key: str
     indexes: Sequence[int]
     writes: Callable[[], Iterable[bytes]]
+    sizes: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if not self.sizes:
+            self.sizes = (len(self.indexes),)
 
     @property
     def count(self) -> int:
@@ -167,19 +175,19 @@ class _Cut(Exception):
         self.cause = cause
 
 
-def _send(node: redis.Redis, rnd: Round, marker: str) -> list[Any]:
-    """Send one round and return its EXEC reply (or the error that aborted it)."""
+def _send(node: redis.Redis, rnd: Round, marker: str, skip: int) -> list[list[Any]]:
+    """Send the round's slices from slice ``skip`` on, each as MULTI ... EXEC; returns the
+    XADD replies of each slice (an error reply aborts that slice, nothing of it stored)."""
     tail = fp.pack_command(("EVAL", _MARK, "2", rnd.key, marker, str(MARKER_TTL_MS))) + _EXEC
     conn, cid = _connection(node)
-    sent = False
+    sizes = rnd.sizes[skip:]
+    sent = False  # True once one slice's EXEC is written: from then on, settle before resending
     try:
-        first = True
-        for part in rnd.writes():
-            conn.send_packed_command([_MULTI + part if first else part], check_health=False)
-            first = False
-        conn.send_packed_command([tail], check_health=False)
-        sent = True
-        replies = fp.read_replies(conn, rnd.count + 3)
+        for n, part in enumerate(rnd.writes()):
+            if n >= skip:
+                conn.send_packed_command([_MULTI + part + tail], check_health=False)
+                sent = True
+        replies = fp.read_replies(conn, sum(sizes) + 3 * len(sizes))
     except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
         conn.disconnect()
         raise _Cut(sent, cid, exc) from exc
@@ -188,33 +196,42 @@ def _send(node: redis.Redis, rnd: Round, marker: str) -> list[Any]:
         raise
     finally:
         node.connection_pool.release(conn)
-    result = replies[-1]
-    if isinstance(result, rex.ResponseError):
-        # EXECABORT: a command was refused while queued; nothing was stored. Name it.
-        cause = next((r for r in replies[1:-1] if isinstance(r, rex.ResponseError)), result)
-        raise cause
-    return list(result)
+    out: list[list[Any]] = []
+    at = 0
+    for size in sizes:
+        queued, result = replies[at + 1 : at + size + 2], replies[at + size + 2]
+        at += size + 3
+        if isinstance(result, rex.ResponseError):
+            # EXECABORT: a command was refused while queued. Name it.
+            cause = next((r for r in queued if isinstance(r, rex.ResponseError)), result)
+            out.append([cause] * size)
+        else:
+            ids = result[:size]  # the marker script's reply follows the XADDs'
+            if not all([type(r) is str for r in ids]):
+                ids = [r if type(r) is str or isinstance(r, Exception) else fp.text(r) for r in ids]
+            out.append(ids)
+    return out
 
 
-def _resolve(node: redis.Redis, rnd: Round, marker: str, client_id: int) -> list[str] | None:
-    """After a cut past EXEC: the round's IDs if it was committed, None if it was not.
-
-    Raises ProduceError-worthy RuntimeError when neither can be proved.
-    """
+def _resolve(
+    node: redis.Redis, rnd: Round, marker: str, client_id: int
+) -> tuple[list[list[str]], bool]:
+    """After a cut: the IDs of every slice committed so far (in order), and whether the rest
+    is provably not committed (False when CLIENT KILL was refused)."""
     kill = fp.pack_command(("CLIENT", "KILL", "ID", str(client_id)))
-    killed, last = fp.roundtrip(node, kill + fp.pack_command(("GET", marker)), 2)
-    if last is None:
-        if isinstance(killed, rex.ResponseError):
-            raise RuntimeError(f"CLIENT KILL refused ({killed}); the old connection may commit")
-        return None
-    last_id = fp.text(last)
-    [rows] = fp.roundtrip(
-        node, fp.pack_command(("XREVRANGE", rnd.key, last_id, "-", "COUNT", str(rnd.count))), 1
-    )
-    ids = [fp.text(row[0]) for row in reversed(rows or [])]
-    if len(ids) != rnd.count or not ids or ids[-1] != last_id:
-        raise RuntimeError("the round was committed but its entries were trimmed before read back")
-    return ids
+    killed, lasts = fp.roundtrip(node, kill + fp.pack_command(("LRANGE", marker, "0", "-1")), 2)
+    sure = not isinstance(killed, rex.ResponseError)
+    done: list[list[str]] = []
+    for size, last in zip(rnd.sizes, lasts or [], strict=False):
+        last_id = fp.text(last)
+        [rows] = fp.roundtrip(
+            node, fp.pack_command(("XREVRANGE", rnd.key, last_id, "-", "COUNT", str(size))), 1
+        )
+        ids = [fp.text(row[0]) for row in reversed(rows or [])]
+        if len(ids) != size or ids[-1] != last_id:
+            raise RuntimeError("a slice was committed but trimmed before its IDs were read back")
+        done.append(ids)
+    return done, sure
 
 
 # ---------------------------------------------------------------- a slot being migrated
@@ -232,15 +249,15 @@ _REPLAY = (
 )
 
 
-def _commands(rnd: Round) -> list[list[bytes]]:
-    """The round's XADD commands, parsed back from their packed bytes."""
+def _commands(rnd: Round, skip: int = 0) -> list[list[bytes]]:
+    """The round's XADD commands after the first ``skip``, parsed back from their bytes."""
     reader = hiredis.Reader()
     for part in rnd.writes():
         reader.feed(part)
     out = []
     while (cmd := reader.gets()) is not False:
         out.append(cmd)
-    return out
+    return out[skip:]
 
 
 def _ask_target(client: Any, error: rex.AskError) -> redis.Redis:
@@ -253,12 +270,12 @@ def _ask_target(client: Any, error: rex.AskError) -> redis.Redis:
     return client.get_redis_connection(node)  # type: ignore[no-any-return]
 
 
-def _send_one_key(client: Any, rnd: Round, error: rex.ResponseError) -> list[Any]:
+def _send_one_key(client: Any, rnd: Round, error: rex.ResponseError, skip: int) -> list[Any]:
     """The round as ASKING (after ASK) + a single-key script (see _REPLAY)."""
     asking = isinstance(error, rex.AskError)
     node = _ask_target(client, error) if asking else _node_client(client, rnd.key)  # type: ignore[arg-type]
     argv: list[bytes | str] = []
-    for cmd in _commands(rnd):
+    for cmd in _commands(rnd, skip):
         args = cmd[2:]  # drop XADD and the key
         argv += [str(len(args)), *args]
     payload = fp.pack_command(("EVAL", _REPLAY, "1", rnd.key, *argv))
@@ -301,14 +318,26 @@ def write_rounds(
     for rnd in rounds:
         try:
             ids = _write_round(client, rnd, retries, backoff, on_moved)
-        except _Unknown as exc:
-            raise ProduceError.build(total, stored, rnd.indexes, exc) from exc.__cause__
-        except _NotStored as exc:
-            raise ProduceError.build(total, stored, range(0), exc) from exc.__cause__
+        except _Partial as exc:
+            settled = [r for part in exc.done for r in part]
+            for index, entry_id in zip(rnd.indexes, settled, strict=False):
+                if not isinstance(entry_id, Exception):
+                    stored[index] = entry_id
+            cause = exc.cause
+            unknown = rnd.indexes[len(settled) :] if isinstance(cause, _Unknown) else range(0)
+            if not stored and not unknown and isinstance(cause, rex.RedisError):
+                raise translate(cause) from cause
+            raise ProduceError.build(total, stored, unknown, cause) from cause
         except (rex.RedisError, OSError) as exc:
             if stored:  # an earlier round is in the stream: say so
                 raise ProduceError.build(total, stored, range(0), exc) from exc
             raise translate(exc) from exc
+        if (
+            len(rounds) == 1
+            and isinstance(rnd.indexes, range)
+            and all([type(r) is str for r in ids])
+        ):
+            return ids  # the common case: one clean round, already in batch order
         refused = None
         for index, entry_id in zip(rnd.indexes, ids, strict=True):
             if isinstance(entry_id, rex.ResponseError):
@@ -338,45 +367,57 @@ def _write_round(
     on_moved: Callable[[], None] | None,
 ) -> list[Any]:
     attempt = 0
-    marker = marker_key(rnd.key, uuid.uuid4().hex)
+    marker = marker_key(rnd.key, os.urandom(12).hex())
+    done: list[list[Any]] = []  # replies of the slices known to be settled, in order
     while True:
         cut: _Cut | None = None
         try:
             node = _node_client(client, rnd.key)
-            result = _send(node, rnd, marker)
+            replies = _send(node, rnd, marker, len(done))
+            # A slice aborted by a redirect (MOVED, ASK...): keep what came before, follow it.
+            moved = next(
+                (i for i, part in enumerate(replies) if part and isinstance(part[0], _REROUTE)),
+                None,
+            )
+            done += replies if moved is None else replies[:moved]
+            if moved is not None:
+                raise replies[moved][0]
         except _Cut as exc:
             cut = exc
         except rex.ResponseError as exc:
             if isinstance(exc, _MIGRATING) and not isinstance(client, redis.Redis):
                 try:
-                    return _send_one_key(client, rnd, exc)
+                    return [r for part in done for r in part] + _send_one_key(
+                        client, rnd, exc, sum(rnd.sizes[: len(done)])
+                    )
                 except rex.ResponseError as again:
                     exc = again
                 except (OSError, rex.ConnectionError, rex.TimeoutError):
                     pass  # not sent (an unknown outcome raised _Unknown): retry the round
             if not isinstance(exc, _REROUTE) or attempt >= retries:
-                raise
+                raise _Partial(done, exc) from exc
             if on_moved is not None and isinstance(exc, rex.MovedError):
                 on_moved()
         except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
-            # Failed before anything was written (no connection): nothing stored.
-            if attempt >= retries:
-                raise _NotStored(str(exc)) from exc
+            # Failed before anything was written (no connection): nothing more stored.
             cut = _Cut(False, 0, exc)
         else:
-            return _exec_ids(result, rnd)
+            return done[0] if len(done) == 1 else [r for part in done for r in part]
         if cut is not None and cut.sent:
-            outcome = _settle(client, rnd, marker, cut, retries, backoff)
-            if outcome is not None:
-                return outcome
+            done = _settle(client, rnd, marker, cut, retries, backoff, done)
+            if len(done) == len(rnd.sizes):
+                return [r for part in done for r in part]
         if cut is not None and attempt >= retries:
-            raise _NotStored(str(cut.cause))
+            raise _Partial(done, _NotStored(str(cut.cause)))
         delay = backoff.delay(attempt)
         attempt += 1
         logger.warning(
-            "XADD round of %d to %s failed before it was committed; retry %d/%d in %.2fs",
+            "XADD round of %d to %s cut with %d of %d slices committed; the rest again "
+            "(%d/%d) in %.2fs",
             rnd.count,
             rnd.key,
+            len(done),
+            len(rnd.sizes),
             attempt,
             retries,
             delay,
@@ -384,23 +425,40 @@ def _write_round(
         time.sleep(delay)
 
 
+class _Partial(Exception):
+    """A round failed after ``done`` (its first slices' replies) were settled."""
+
+    def __init__(self, done: list[list[Any]], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.done = done
+        self.cause = cause
+
+
 def _settle(
-    client: Any, rnd: Round, marker: str, cut: _Cut, retries: int, backoff: Backoff
-) -> list[str] | None:
-    """Find out whether a round cut after EXEC was committed (its IDs) or not (None)."""
+    client: Any,
+    rnd: Round,
+    marker: str,
+    cut: _Cut,
+    retries: int,
+    backoff: Backoff,
+    done: list[list[Any]],
+) -> list[list[Any]]:
+    """Find out which slices of a cut round were committed; returns their replies."""
     for attempt in range(retries + 1):
         try:
-            return _resolve(_node_client(client, rnd.key), rnd, marker, cut.client_id)
+            committed, sure = _resolve(_node_client(client, rnd.key), rnd, marker, cut.client_id)
         except RuntimeError as exc:
-            raise _Unknown(str(exc)) from cut.cause
+            raise _Partial(done, _Unknown(str(exc))) from cut.cause
         except (rex.RedisError, OSError) as exc:
             if attempt >= retries:
-                raise _Unknown(f"{cut.cause}; then could not check the outcome: {exc}") from exc
+                message = f"{cut.cause}; then could not check the outcome: {exc}"
+                raise _Partial(done, _Unknown(message)) from exc
             time.sleep(backoff.delay(attempt))
-    raise _Unknown(str(cut.cause))  # pragma: no cover - the loop always returns or raises
-
-
-def _exec_ids(result: Sequence[Any], rnd: Round) -> list[Any]:
-    """The round's IDs from EXEC's reply; an XADD refused at run time stays an error object."""
-    ids = result[: rnd.count]
-    return [r if type(r) is str or isinstance(r, Exception) else fp.text(r) for r in ids]
+            continue
+        if not sure and len(committed) < len(rnd.sizes):
+            raise _Partial(
+                [list(ids) for ids in committed],
+                _Unknown("CLIENT KILL refused: the old connection may still commit"),
+            )
+        return [list(ids) for ids in committed]
+    raise _Partial(done, _Unknown(str(cut.cause)))  # pragma: no cover
