@@ -180,33 +180,10 @@ def test_a_stalled_connection_never_hangs_a_blocked_worker(
         wait_until(lambda: errors, what="the silent read reported")
         assert isinstance(errors[0], RedisUnavailable)
         assert worker.is_alive
-    finally:
-        proxy.unstall()
-        worker.stop(10)
-        silent.close()
-
-
-def test_worker_reconnects_after_a_stall_ends(
-    proxy: FaultProxy, client: redis.Redis, key: str
-) -> None:
-    silent = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=None)
-    stream = EventStream(silent, key, maxlen_approx=None)
-    seen: list[str] = []
-    errors: list[BaseException] = []
-    worker = ConsumerWorker(
-        stream, "g", "w", handler=lambda e: seen.append(e.id), block_ms=100,
-        reap_interval=None, group_start="0", backoff=FAST_BACKOFF,
-        on_error=lambda exc, entry: errors.append(exc),
-    ).start()  # fmt: skip
-    try:
-        first = client.xadd(key, {"type": "t"})
-        wait_until(lambda: seen == [first], what="the first entry")
-        wait_until(lambda: client.xpending(key, "g")["pending"] == 0, what="its ack")
-        proxy.stall()
-        wait_until(lambda: errors, what="the silent read reported")
+        # Once the stall ends, the worker reconnects and goes on.
         proxy.unstall()
         later = client.xadd(key, {"type": "t"})
-        wait_until(lambda: seen == [first, later], what="the entry after the stall")
+        wait_until(lambda: seen == [*ids, later], what="the entry after the stall")
         assert worker.is_alive
     finally:
         proxy.unstall()

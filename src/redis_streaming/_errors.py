@@ -104,7 +104,7 @@ class ProduceError(RedisUnavailable):
         message = (
             f"batch of {total} failed ({_message(cause) or type(cause).__name__}): "
             f"{known} stored, {lost} not stored"
-            + (f", {len(unknown)} unknown (indexes {unknown[0]}-{unknown[-1]})" if unknown else "")
+            + (f", {len(unknown)} unknown (indexes in .unknown)" if unknown else "")
         )
         return cls(message, ids, unknown)
 

@@ -1,8 +1,8 @@
 """The hot path: commands packed into one RESP buffer, replies parsed straight into Entry objects.
 
-Packing and parsing are pure; only :func:`roundtrip` (and :func:`xadd_batch` through it) does
-I/O, on a connection borrowed from the client's own pool. It must never be used for a cluster
-client (see :func:`supports`) or send anything other than what the plain redis-py path sends.
+Packing and parsing are pure; only :func:`roundtrip` and :func:`read_entries` do I/O.
+roundtrip borrows a connection from a plain ``redis.Redis``'s own pool (on a cluster, a node's
+client) and must never send anything other than what the plain redis-py path sends.
 """
 
 from __future__ import annotations
@@ -408,62 +408,6 @@ XADD_ROUND = 1000  # commands per round trip: bounds both buffers for huge batch
 XADD_WRITE = 20  # commands per write: the server works on one write while we pack the next
 
 
-def xadd_batch(
-    client: redis.Redis,
-    key: str,
-    batch: Sequence[Mapping[str, str]],
-    maxlen: int | None,
-    approximate: bool,
-) -> list[str]:
-    """XADD every (already validated) field map; returns the new IDs in order."""
-    ids: list[str] = []
-    for start in range(0, len(batch), XADD_ROUND):
-        chunk = batch[start : start + XADD_ROUND]
-        writes = (
-            pack_xadd_batch(key, chunk[i : i + XADD_WRITE], maxlen, approximate)
-            for i in range(0, len(chunk), XADD_WRITE)
-        )
-        _collect_ids(ids, roundtrip(client, writes, len(chunk)))
-    return ids
-
-
-def send_rounds(client: redis.Redis, rounds: Sequence[bytes], count: int) -> list[str]:
-    """Send the buffers of :func:`pack_events`, one round trip each; returns the IDs in order."""
-    ids: list[str] = []
-    for n, payload in enumerate(rounds):
-        _collect_ids(ids, roundtrip(client, payload, min(XADD_ROUND, count - n * XADD_ROUND)))
-    return ids
-
-
-def xadd_streamed(
-    client: redis.Redis,
-    key: str,
-    events: Sequence[object],
-    ts_ms: int,
-    maxlen: int | None,
-    approximate: bool,
-) -> list[str]:
-    """XADD a :func:`plain` batch, writing every :data:`XADD_WRITE` commands as soon as they
-    are packed, so the server executes one slice while the next is packed; returns the IDs.
-
-    Only for batches :func:`plain` accepted: those cannot fail half-way through packing.
-    """
-    ids: list[str] = []
-    for start in range(0, len(events), XADD_ROUND):
-        chunk = events[start : start + XADD_ROUND]
-        writes = iter_packed(key, chunk, ts_ms, maxlen, approximate, XADD_WRITE)
-        _collect_ids(ids, roundtrip(client, writes, len(chunk)))
-    return ids
-
-
-def _collect_ids(ids: list[str], replies: list[Any]) -> None:
-    if all([type(r) is str for r in replies]):
-        ids += replies
-        return
-    first_error(replies)
-    ids.extend([r if type(r) is str else text(r) for r in replies])
-
-
 def read_entries(client: Any, *args: Any) -> Any:
     """Send a command whose reply carries entry fields; the reply is read as bytes.
 
@@ -612,10 +556,3 @@ def roundtrip(
             with contextlib.suppress(Exception):  # a reader gone with a reconnect: nothing to undo
                 undo()
         pool.release(conn)
-
-
-def first_error(replies: Sequence[Any]) -> None:
-    """Raise the first error reply of a roundtrip, if any."""
-    for reply in replies:
-        if isinstance(reply, rex.ResponseError):
-            raise reply
