@@ -40,17 +40,24 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.items: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
 
     def __call__(self, entry: Entry) -> None:
         with self.lock:
             self.calls[entry.id] += 1
+            self.items.add((entry.id, entry.fields.get("n", "")))
         if entry.type == "poison":
             raise ValueError(f"cannot process {entry.id}")
 
     def seen(self) -> set[str]:
         with self.lock:
             return set(self.calls)
+
+    def seen_items(self) -> set[tuple[str, str]]:
+        """(ID, field n) pairs: a stream re-created in the same millisecond reuses IDs."""
+        with self.lock:
+            return set(self.items)
 
 
 @pytest.fixture()
@@ -268,8 +275,10 @@ def test_worker_survives_flushall(
         if policy == "$":
             # From "$" only entries after the re-creation count: wait until it happened.
             wait_until(lambda: stream.info_groups() != [])
-        after = stream.produce_batch([("e", {"n": i}) for i in range(5)])
-        wait_until(lambda: set(after) <= rec.seen() and not stream.pending("g"))
+        after = stream.produce_batch([("e", {"n": i}) for i in range(5, 10)])
+        # By (ID, n): after a flush within the same millisecond the new IDs equal the old ones.
+        done = {(entry_id, str(n)) for entry_id, n in zip(after, range(5, 10), strict=True)}
+        wait_until(lambda: done <= rec.seen_items() and not stream.pending("g"))
     assert w.is_alive
     vanished = [r for r in caplog.records if "vanished" in r.getMessage()]
     assert len(vanished) == 1
