@@ -78,6 +78,19 @@ class HealthThresholds:
     max_pending_idle_ms: int = DEFAULT_MAX_PENDING_IDLE_MS
     growth_samples: int = DEFAULT_GROWTH_SAMPLES
 
+    @classmethod
+    def for_claim_idle(cls, claim_min_idle_ms: int, **overrides: int) -> HealthThresholds:
+        """The one shared rule: an entry pending for twice the claim threshold (at least 1 s)
+        counts as stuck, because a healthy reaper would have reclaimed it by then.
+
+        The demo and ``redis-streaming inspect`` both build their thresholds here, so the same
+        idle time gets the same verdict everywhere. Raises :class:`InvalidOption` for a value
+        out of range.
+        """
+        codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
+        idle = max(2 * claim_min_idle_ms, 1000)
+        return cls(**{"max_pending_idle_ms": idle, **overrides})
+
     def __post_init__(self) -> None:
         codec.validate_int(self.max_lag, "max_lag")
         codec.validate_int(self.max_pending, "max_pending")

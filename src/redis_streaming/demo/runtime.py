@@ -77,8 +77,7 @@ class DemoRuntime:
             claim_min_idle_ms=config.claim_idle_ms,
         )
         self.dead_letters = DeadLetters(self.stream)
-        # An entry nobody reclaims for twice the claim threshold counts as stuck.
-        self.thresholds = HealthThresholds(max_pending_idle_ms=max(2 * config.claim_idle_ms, 1000))
+        self.thresholds = HealthThresholds.for_claim_idle(config.claim_idle_ms)
         self.metrics = StreamMetrics(self.stream, thresholds=self.thresholds)
         self._health: dict[str, GroupHealth] = {}
         #: Set when the app is shutting down; live feeds end when they see it.
