@@ -19,6 +19,7 @@ from redis_streaming import (
     InvalidOption,
 )
 from redis_streaming._codec import parse_id
+from redis_streaming.deadletter import metadata
 from waiting import wait_until
 
 
@@ -195,6 +196,30 @@ def test_dropped_deliveries_during_reap_are_not_counted_processed(
     assert (result.claimed, result.processed, result.dropped) == (4, 3, 1)
     assert b.status().reaped == 3
     assert len(stream.pending("g")) == 1
+
+
+def test_crash_lever_on_every_delivery_reaches_the_dead_letters(
+    stream: EventStream, workers: list[ConsumerWorker]
+) -> None:
+    """A consumer that dies on every delivery is what dead letters are for: the delivery limit
+    is checked before a queued crash, so repeated crash_next still ends in the dead letters."""
+    stream.ensure_group("g", "0")
+    [eid] = stream.produce_batch([("t", {"k": "v"})])
+    rec = Recorder()
+    w = make(workers, stream, "g", "w", rec, claim_min_idle_ms=1, max_deliveries=2)
+    w.crash_next(100)
+    stream.consume("g", "w", count=1, block_ms=None)  # delivery 1
+    wait_until(lambda: all(p.idle_ms >= 1 for p in stream.pending("g")), what="idle")
+    assert w.reap_idle_pel().dropped == 1  # delivery 2: the crash lever drops it
+    assert len(stream.pending("g")) == 1
+    wait_until(lambda: all(p.idle_ms >= 1 for p in stream.pending("g")), what="idle")
+    w.reap_idle_pel()  # delivery 3 exceeds max_deliveries=2: dead-lettered, lever untouched
+    assert stream.pending("g") == []
+    assert rec.seen == []
+    assert w.status().crashed_drops == 1 and w.status().crash_queued == 99
+    [dead] = w.dead_letters.list()
+    meta = metadata(dead)
+    assert (meta["original_id"], meta["deliveries"]) == (eid, "3")
 
 
 def test_restart_under_same_name_processes_own_pel_once(

@@ -355,16 +355,18 @@ class ConsumerWorker:
         for entry in entries:
             if stopping():
                 break  # the rest stays pending for a reaper (or this name's restart)
+            n = deliveries.get(entry.id, 1) if deliveries else 1
+            if limit is not None and n > limit:
+                # Delivered more often than allowed without ever failing cleanly (consumers
+                # keep dying on it, crash_next included): dead-letter without running the
+                # handler again. Checked before a queued crash, or a consumer that dies on
+                # every delivery would never reach the dead letters.
+                self._dead_letter(entry, n, "delivered too often without an ack", reaped)
+                continue
             if self._crash_queue and self._take_crash():
                 dropped += 1
                 self.crashed_drops += 1
                 self._record(entry, "dropped", reaped)
-                continue
-            n = deliveries.get(entry.id, 1) if deliveries else 1
-            if limit is not None and n > limit:
-                # Delivered more often than allowed without ever failing cleanly (consumers
-                # keep dying on it): dead-letter without running the handler again.
-                self._dead_letter(entry, n, "delivered too often without an ack", reaped)
                 continue
             try:
                 if entry.undecodable:
