@@ -6,6 +6,7 @@ All validation and reply parsing is delegated to _codec so an asyncio twin can s
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
@@ -123,30 +124,35 @@ class EventStream:
         self.approximate = bool(approximate)
         self.claim_min_idle_ms = codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
         self._lock = threading.Lock()
-        self._produced = 0
-        self._acked = 0
-        self._claimed = 0
+        self._tally = [0, 0, 0]  # produced, acked, claimed: shared with _with_client twins
 
     def __repr__(self) -> str:
         return f"EventStream({self.key!r}, maxlen={self.maxlen}, approximate={self.approximate})"
 
     # ------------------------------------------------------------ counters
 
+    def _with_client(self, client: redis.Redis) -> EventStream:
+        """The same stream (key, options, counters) over another client: a worker's own."""
+        twin = copy.copy(self)
+        twin.client = client
+        return twin
+
     def _count(self, produced: int = 0, acked: int = 0, claimed: int = 0) -> None:
         with self._lock:
-            self._produced += produced
-            self._acked += acked
-            self._claimed += claimed
+            tally = self._tally
+            tally[0] += produced
+            tally[1] += acked
+            tally[2] += claimed
 
     def stats(self) -> StreamStats:
         """Produced, acked and claimed totals seen through this object (thread-safe)."""
         with self._lock:
-            return StreamStats(self._produced, self._acked, self._claimed)
+            return StreamStats(*self._tally)
 
     def reset_stats(self) -> None:
         """Zero the counters returned by :meth:`stats`."""
         with self._lock:
-            self._produced = self._acked = self._claimed = 0
+            self._tally[:] = [0, 0, 0]
 
     # ------------------------------------------------------------ producing
 

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _fastpath
+from . import _fastpath, _liveness
 from ._backoff import Backoff
 from ._batching import ReadSizer
 from ._errors import (
@@ -47,6 +47,7 @@ DEFAULT_COUNT: Final = 100
 DEFAULT_BATCH_BUDGET_MS: Final = 50.0
 #: How long past ``block_ms`` a read may stay silent before its connection is dropped (s).
 READ_MARGIN_S: Final = 2.0
+_STOP_POLL_S: Final = 0.1  # how often stop() looks for a stalled call while it waits
 
 Handler = Callable[[Entry], Any]
 ErrorCallback = Callable[[BaseException, Entry | None], None]
@@ -161,7 +162,12 @@ class ConsumerWorker:
             if max_deliveries is None
             else codec.validate_int(max_deliveries, "max_deliveries", minimum=1)
         )
-        self.dead_letters = DeadLetters(stream, dead_letter_key)
+        # The worker's Redis calls go over its own pool when it can make one (see _liveness):
+        # every wait bounded whatever the caller's socket_timeout, and breakable by stop().
+        own = _liveness.private_client(stream.client, self.block_ms / 1000 + READ_MARGIN_S)
+        self._io_stream = stream if own is None else stream._with_client(own)
+        self._io = _liveness.IoWatch(own)
+        self.dead_letters = DeadLetters(self._io_stream, dead_letter_key)
         self.group_start = codec.validate_group_start(group_start)
         if on_missing_group not in ("0", "$", "stop"):
             raise InvalidOption(
@@ -208,18 +214,32 @@ class ConsumerWorker:
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Ask the loop to end and wait up to ``timeout``; idempotent. True once it has ended.
+        """Ask the loop to end and wait up to ``timeout`` seconds; idempotent. True once the
+        thread has ended.
 
-        A blocked read returns within ``block_ms``. Entries read but not yet handled stay in the
-        PEL for a reaper; entries already handled are acked before the thread ends.
+        A blocking XREADGROUP is broken at once, and any other Redis call that has waited more
+        than a second (a stalled or silent connection) is broken too, so the thread ends
+        promptly, once the running handler returns, even when the network is stalled. Entries
+        read but not yet handled stay in the PEL for a reaper or this name's restart; entries
+        already handled are acked before the thread ends (an ack that cannot reach the server
+        leaves them pending: delivered again, never lost).
         """
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            self._io.break_stalled()
+            wait = _STOP_POLL_S
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            thread.join(max(0.0, wait))
+            if not thread.is_alive():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     @property
     def is_alive(self) -> bool:
@@ -347,6 +367,7 @@ class ConsumerWorker:
         self, entries: Sequence[Entry], *, reaped: bool, deliveries: dict[str, int] | None = None
     ) -> tuple[list[str], int]:
         """Run the handler over a batch; returns (IDs to ack, deliveries dropped by crash_next)."""
+        self._io.end()  # handlers run: no Redis call of ours is in flight
         ok: list[str] = []
         dropped = 0
         handler = self.handler
@@ -386,13 +407,14 @@ class ConsumerWorker:
                 for entry in tail:
                     if good is None or entry.id in good:
                         self._recent.append(Delivery(entry.id, entry.type, "acked", stamp, reaped))
+        self._io.begin()
         return ok, dropped
 
     def _delivery_counts(self, entries: Sequence[Entry]) -> dict[str, int]:
         """Redis's own delivery counter for each entry (one pipelined XPENDING per ID)."""
         if self.max_deliveries is None or not entries:
             return {}
-        pipe = self.stream.client.pipeline(transaction=False)
+        pipe = self._io_stream.client.pipeline(transaction=False)
         for entry in entries:
             pipe.xpending_range(self.stream.key, self.group, entry.id, entry.id, 1)
         counts: dict[str, int] = {}
@@ -413,7 +435,7 @@ class ConsumerWorker:
         if entries:
             counts = self._delivery_counts(entries)
             acked, dropped = self._handle(entries, reaped=True, deliveries=counts)
-            self.stream.ack_unchecked(self.group, acked)
+            self._io_stream.ack_unchecked(self.group, acked)
             self.reaped += len(acked)
         if deleted:
             if self.max_deliveries is not None:
@@ -427,7 +449,7 @@ class ConsumerWorker:
                 )
                 # Nothing is left to process; without the ack an own-PEL re-read keeps them
                 # pending forever.
-                self.stream.ack_unchecked(self.group, list(deleted))
+                self._io_stream.ack_unchecked(self.group, list(deleted))
         return len(acked), dropped, self.failed - failed_before
 
     def reap_idle_pel(self, min_idle_ms: int | None = None) -> ReapResult:
@@ -444,7 +466,7 @@ class ConsumerWorker:
         with self._process_lock:
             # Resume where the last sweep stopped: a PEL longer than one sweep (young entries
             # in front of idle ones included) is covered over successive sweeps.
-            for page in self.stream.autoclaim_pages(
+            for page in self._io_stream.autoclaim_pages(
                 self.group,
                 self.name,
                 min_idle_ms=idle,
@@ -488,7 +510,9 @@ class ConsumerWorker:
         after = "0"
         total = 0
         while not self._stop.is_set():
-            entries, deleted = self.stream.read_own_pel(self.group, self.name, self.count, after)
+            entries, deleted = self._io_stream.read_own_pel(
+                self.group, self.name, self.count, after
+            )
             if not entries and not deleted:
                 break
             with self._process_lock:
@@ -511,7 +535,7 @@ class ConsumerWorker:
         if not self._pending_acks:
             return
         try:
-            self.stream.ack_unchecked(self.group, self._pending_acks)
+            self._io_stream.ack_unchecked(self.group, self._pending_acks)
             self._pending_acks = []
         except (rex.RedisError, StreamingError) as exc:
             logger.warning(
@@ -531,7 +555,7 @@ class ConsumerWorker:
 
     def _read(self) -> list[Entry]:
         """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
-        stream = self.stream
+        stream = self._io_stream
         acks = self._pending_acks
         if _fastpath.supports(stream.client):
             return self._read_fast(acks)
@@ -556,7 +580,7 @@ class ConsumerWorker:
     def _read_fast(self, acks: list[str]) -> list[Entry]:
         # Same commands as the pipeline below, packed by hand and parsed without redis-py's
         # reply callbacks: this is where a worker spends its time between handler calls.
-        stream = self.stream
+        stream = self._io_stream
         block_ms = self._block_now()
         payload = _fastpath.pack_ack_read(
             stream.key, self.group, self.name, acks, self._sizer.count, block_ms
@@ -565,9 +589,11 @@ class ConsumerWorker:
         # Our own deadline, not the client's socket_timeout: a connection that goes silent is
         # dropped and re-made instead of hanging the worker (and its stop()).
         deadline = block_ms / 1000 + READ_MARGIN_S
+        self._io.begin(blocking=True)  # stop() may break this read at once
         replies = _fastpath.roundtrip(
             stream.client, payload, 2 if acks else 1, entries=True, timeout=deadline
         )
+        self._io.begin()
         if acks:
             acked = replies[0]
             if isinstance(acked, Exception):
@@ -580,13 +606,16 @@ class ConsumerWorker:
         return _fastpath.parse_xreadgroup(raw, checked=_fastpath.bad_bytes_seen() == flagged)
 
     def _startup(self) -> None:
-        self.stream.ensure_group(self.group, self.group_start)
+        self._io_stream.ensure_group(self.group, self.group_start)
         if self.process_own_pel:
             self._replay_own_pel()
         if self.reap_interval is not None:
             self.reap_idle_pel()
 
     def _on_redis_error(self, exc: BaseException) -> None:
+        if self._stop.is_set():  # most likely stop() breaking a call: nothing to report
+            logger.debug("%s stopping; call ended with %r", self.name, exc)
+            return
         err = translate(exc)
         delay = self.backoff.delay(self._failures_in_row)
         if self._failures_in_row == 0:
@@ -622,10 +651,11 @@ class ConsumerWorker:
                 self.on_missing_group,
             )
             self._group_missing_logged = True
-        self.stream.ensure_group(self.group, self.on_missing_group)
+        self._io_stream.ensure_group(self.group, self.on_missing_group)
 
     def _park(self) -> None:
         self._flush_acks()
+        self._io.end()
         self._parked.set()
         while self._paused.is_set() and not self._stop.is_set():
             self._wake.wait(1.0)
@@ -637,6 +667,7 @@ class ConsumerWorker:
         started = False
         self._next_reap = 0.0
         while not self._stop.is_set():
+            self._io.begin()
             try:
                 if not started:
                     self._startup()
@@ -674,8 +705,13 @@ class ConsumerWorker:
             except (rex.RedisError, StreamingError) as exc:
                 self._on_redis_error(exc)
             except Exception as exc:  # never let the thread die
+                if self._stop.is_set():
+                    break  # stop() broke a call: not a failure
                 logger.exception("%s: unexpected error in worker loop", self.name)
                 self._on_redis_error(exc)
+        self._io.begin()
         self._flush_acks()
+        self._io.end()
+        self._io.close()
         self._parked.set()
         logger.info("%s stopped on %s/%s", self.name, self.stream.key, self.group)

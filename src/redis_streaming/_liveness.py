@@ -1,0 +1,114 @@
+"""A worker's own connections: every wait is bounded, and ``stop()`` can break a stalled one.
+
+A ConsumerWorker must stay alive, and stop when asked, whatever the caller's client settings:
+redis-py 5-7 default to ``socket_timeout=None``, so a connection that goes silent (a stalled
+proxy, a black-holed route) would block a command forever. For a plain ``redis.Redis`` the worker
+therefore talks to Redis over a private pool built from the caller's connection settings, with
+two changes:
+
+* ``socket_timeout`` and ``socket_connect_timeout`` are capped at the worker's bound (its
+  ``block_ms`` plus a margin), so no command, connect or handshake waits longer than that;
+* redis-py's own retries are off: the worker's loop already retries with backoff, and a retry
+  inside redis-py would multiply every stalled wait.
+
+:class:`IoWatch` records when the worker thread began its current Redis call. ``stop()`` uses it
+to shut down the private pool's sockets when the thread is blocked in a read (the blocking
+XREADGROUP, or any call that has waited past a grace period); the blocked call then fails at
+once, the loop sees the stop flag and ends. Entries read but not handled stay pending, and acks
+are idempotent, so breaking a call never loses anything.
+
+Clients of other kinds (cluster, sentinel, a custom pool) are used as given: their reads still
+carry the worker's own read deadline, but a stalled non-read call waits on their timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import _fastpath
+
+# A Redis call other than the blocking read that has waited this long when stop() is called is
+# treated as stalled (a healthy one takes milliseconds).
+STALL_GRACE_S = 1.0
+
+_POOL_KINDS = (redis.ConnectionPool, redis.BlockingConnectionPool)
+
+
+def private_client(client: Any, bound_s: float) -> redis.Redis | None:
+    """A client over a new pool with the same settings, every wait capped at ``bound_s``
+    seconds and no redis-py retries; None when ``client`` is not a plain pooled ``redis.Redis``.
+    """
+    pool: Any = getattr(client, "connection_pool", None)
+    if not _fastpath.supports(client) or type(pool) not in _POOL_KINDS:
+        return None
+    kwargs = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        given = kwargs.get(name)
+        kwargs[name] = bound_s if given is None else min(float(given), bound_s)
+    no_retry = Retry(NoBackoff(), 0)
+    kwargs["retry"] = no_retry
+    kwargs.pop("retry_on_timeout", None)
+    kwargs.pop("retry_on_error", None)
+    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=own, retry=no_retry)
+
+
+class IoWatch:
+    """When the worker thread's current Redis call began (0.0: not in a call)."""
+
+    __slots__ = ("_lock", "_pool", "blocking", "since")
+
+    def __init__(self, client: redis.Redis | None) -> None:
+        self._pool = client.connection_pool if client is not None else None
+        self._lock = threading.Lock()
+        self.since = 0.0
+        self.blocking = False
+
+    def begin(self, blocking: bool = False) -> None:
+        self.blocking = blocking
+        self.since = time.monotonic()
+
+    def end(self) -> None:
+        self.since = 0.0
+        self.blocking = False
+
+    def break_stalled(self, grace_s: float = STALL_GRACE_S) -> bool:
+        """Shut down the private pool's sockets if the thread is in a blocking read, or in any
+        call for longer than ``grace_s``; True if it did. Only the worker's own pool is touched.
+        """
+        pool = self._pool
+        since = self.since
+        if pool is None or not since:
+            return False
+        if not self.blocking and time.monotonic() - since < grace_s:
+            return False
+        with self._lock:
+            self.since = time.monotonic()  # give the next call its own grace
+            self.blocking = False
+            for conn in _connections(pool):
+                sock = getattr(conn, "_sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+        return True
+
+    def close(self) -> None:
+        """Close the private pool's connections (the thread has ended; they reopen on use)."""
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.disconnect()
+
+
+def _connections(pool: Any) -> list[Any]:
+    in_use: Any = getattr(pool, "_in_use_connections", None)
+    if in_use is None:  # BlockingConnectionPool keeps one list
+        in_use = getattr(pool, "_connections", ())
+    return [c for c in list(in_use) if c is not None]
