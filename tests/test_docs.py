@@ -46,7 +46,9 @@ def cluster() -> Iterator[LocalCluster]:
         yield lc
 
 
-def _run(example: CodeExample, eval_example: EvalExample) -> None:
+def _run(example: CodeExample, eval_example: EvalExample, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest-examples runs a block as sys.modules["__main__"]; put pytest's back afterwards.
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     eval_example.set_config(line_length=100)
     if eval_example.update_examples:
         eval_example.run_print_update(example)
@@ -64,7 +66,7 @@ def test_block_runs_on_one_server(
     monkeypatch.setenv("REDIS_URL", server.url)
     if not server.running:
         server.start()
-    _run(example, eval_example)
+    _run(example, eval_example, monkeypatch)
 
 
 @pytest.mark.parametrize("example", ON_CLUSTER, ids=_id)
@@ -76,12 +78,14 @@ def test_block_runs_on_a_cluster(
 ) -> None:
     node = cluster.nodes[0]
     monkeypatch.setenv("REDIS_CLUSTER_URL", f"redis://{node.host}:{node.port}/0")
-    _run(example, eval_example)
+    _run(example, eval_example, monkeypatch)
 
 
 @pytest.mark.parametrize("example", ON_THEIR_OWN, ids=_id)
-def test_block_runs_on_its_own(example: CodeExample, eval_example: EvalExample) -> None:
-    _run(example, eval_example)
+def test_block_runs_on_its_own(
+    example: CodeExample, eval_example: EvalExample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(example, eval_example, monkeypatch)
 
 
 def _readme_cli_commands() -> list[list[str]]:
