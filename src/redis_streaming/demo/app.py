@@ -34,6 +34,7 @@ from .._errors import (
     translate,
 )
 from ..server import display_url
+from . import charts
 from . import params as p
 from . import schemas as s
 from .config import MAX_PRODUCE, DemoConfig
@@ -216,6 +217,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(charts.router(rt.charts))  # GET /charts/{rates,backlog}.svg (pygal)
 
     # ------------------------------------------------------------ reading
 

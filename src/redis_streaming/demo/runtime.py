@@ -26,6 +26,7 @@ from ..server import display_url
 from ..stream import EventStream
 from ..worker import ConsumerWorker
 from . import state
+from .charts import ChartHistory
 from .config import EVENT_TYPES, MAX_PRODUCE, SEED, DemoConfig
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class DemoRuntime:
         self.dead_letters = DeadLetters(self.stream)
         self.thresholds = HealthThresholds.for_claim_idle(config.claim_idle_ms)
         self.metrics = StreamMetrics(self.stream, thresholds=self.thresholds)
+        #: The live charts' last few minutes, sampled from the /state documents built here.
+        self.charts = ChartHistory()
         self._health: dict[str, GroupHealth] = {}
         #: Set when the app is shutting down; live feeds end when they see it.
         self.closing = threading.Event()
@@ -102,6 +105,7 @@ class DemoRuntime:
             block_ms=500,
             reap_interval=self.config.auto_reap,
             max_deliveries=self.config.max_deliveries,
+            recent_size=state.RECENT_KEPT,
             group_start="0",
             on_missing_group="0",
         )
@@ -199,7 +203,7 @@ class DemoRuntime:
     # ------------------------------------------------------------ reading
 
     def snapshot(self) -> dict[str, Any]:
-        """The /state document, from two pipelined round trips."""
+        """The /state document, from two pipelined round trips; the charts keep a sample."""
         cfg = self.config
         raw = state.gather(
             self.client,
@@ -228,9 +232,14 @@ class DemoRuntime:
                 "event_types": list(EVENT_TYPES),
             },
             "redis": {"url": display_url(cfg.redis_url)},
-            "health": state.health_json(health),
+            "health": state.health_json(
+                health, state.thresholds_json(self.thresholds, cfg.claim_idle_ms)
+            ),
+            "charts": {"names": ["rates", "backlog"], "window_s": self.charts.window_s},
         }
-        return state.build_state(raw, views, self.stream.stats(), extra)
+        doc = state.build_state(raw, views, self.stream.stats(), extra)
+        self.charts.record(doc)
+        return doc
 
     def replay(self, start: str, end: str, count: int) -> list[Entry]:
         return self.stream.replay(start, end, count)
@@ -397,5 +406,6 @@ class DemoRuntime:
             self.stream.delete_stream()
             self.client.delete(self.config.dlq_key)
             self.stream.reset_stats()
+            self.charts.clear()
             n_groups, n_consumers = self._seed(keep=False)
         return {"reset": True, "groups": n_groups, "consumers": n_consumers}

@@ -32,8 +32,14 @@ from .._model import (
 )
 from ..health import GroupHealth, HealthThresholds, classify_group
 
-#: How many deliveries per consumer the page shows.
+#: How many of a consumer's newest deliveries the page shows.
 RECENT_SHOWN = 8
+#: How many deliveries each demo worker remembers (the worker's ``recent_size``).
+RECENT_KEPT = 100
+#: Older deliveries that were not acked (dropped, error, dead-lettered) stay listed after the
+#: newest ones, up to this many, until RECENT_KEPT newer deliveries push them out: a crash
+#: stays visible while you go and reclaim what it dropped.
+PROBLEMS_SHOWN = 5
 #: How many dead letters the snapshot carries (GET /dlq pages through the rest).
 DLQ_SHOWN = 10
 
@@ -150,8 +156,11 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     return out
 
 
-def delivery_json(d: Delivery) -> dict[str, Any]:
-    """A recent delivery; ``acked`` and ``note`` are the guide's keys, the rest ours."""
+def delivery_json(d: Delivery, kept: bool = False) -> dict[str, Any]:
+    """A recent delivery; ``acked`` and ``note`` are the guide's keys, the rest ours.
+
+    ``kept`` marks an older delivery that was not acked, listed after the newest ones.
+    """
     return {
         "id": d.id,
         "type": d.type,
@@ -161,7 +170,18 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "at_ms": d.at_ms,
         "reaped": d.reaped,
         "error": d.error,
+        "kept": kept,
     }
+
+
+def recent_json(recent: Sequence[Delivery]) -> list[dict[str, Any]]:
+    """The newest RECENT_SHOWN deliveries (newest first), then up to PROBLEMS_SHOWN older ones
+    that were not acked (newest first), so a dropped delivery is not pushed out of sight by the
+    next handful of acks."""
+    newest = list(recent)[-RECENT_SHOWN:][::-1]
+    older = list(recent)[:-RECENT_SHOWN] if len(recent) > RECENT_SHOWN else []
+    problems = [d for d in older if d.outcome != "acked"][-PROBLEMS_SHOWN:][::-1]
+    return [delivery_json(d) for d in newest] + [delivery_json(d, kept=True) for d in problems]
 
 
 def consumer_json(
@@ -185,9 +205,7 @@ def consumer_json(
         "will_drop": bool(st and st.crash_queued > 0),
         "paused": bool(st and st.paused),
         "alive": bool(st and st.alive),
-        "recent": [delivery_json(d) for d in list(view.recent)[-RECENT_SHOWN:][::-1]]
-        if view is not None
-        else [],
+        "recent": recent_json(view.recent) if view is not None else [],
     }
 
 
@@ -242,9 +260,22 @@ def classify(
     return out
 
 
-def health_json(health: Sequence[GroupHealth]) -> dict[str, Any]:
-    """The health panel's data: overall ok plus one row per group."""
+def thresholds_json(thresholds: HealthThresholds, claim_idle_ms: int) -> dict[str, Any]:
+    """The limits behind every verdict, as the page shows them next to the numbers."""
     return {
+        "claim_idle_ms": claim_idle_ms,
+        "max_pending_idle_ms": thresholds.max_pending_idle_ms,
+        "max_pending": thresholds.max_pending,
+        "max_lag": thresholds.max_lag,
+        "growth_samples": thresholds.growth_samples,
+    }
+
+
+def health_json(
+    health: Sequence[GroupHealth], thresholds: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The health panel's data: overall ok, one row per group, and (given) the thresholds."""
+    out: dict[str, Any] = {
         "ok": all(h.status == "ok" for h in health),
         "groups": [
             {
@@ -261,6 +292,9 @@ def health_json(health: Sequence[GroupHealth]) -> dict[str, Any]:
             for h in health
         ],
     }
+    if thresholds is not None:
+        out["thresholds"] = dict(thresholds)
+    return out
 
 
 def build_state(
