@@ -1,71 +1,48 @@
 """``redis-streaming worker --partitions N``: run a PartitionedConsumerPool until SIGTERM/SIGINT.
 
-Flags are parsed in cli.py; this module only connects (cluster or single server), runs the pool
-and reports. It must not print tracebacks: errors reach cli.main as library exceptions.
+Flags are parsed in _cli_worker.py; this module only connects (cluster or single server), runs
+the pool and reports. It must not print tracebacks: errors reach cli.main as library exceptions.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
 import socket
 import time
-from typing import Any
 
-import redis.exceptions as rex
 from redis.cluster import RedisCluster
 
-from . import cli
+from . import _codec as codec
+from ._cli_common import (
+    EXIT_OK,
+    Output,
+    StopFlag,
+    load_handler,
+    no_dlq_key_with_partitions,
+    open_partitioned,
+    plural,
+)
 from ._cli_input import UsageError
-from ._errors import RedisUnavailable, translate
-from .partition import PartitionedConsumerPool, PartitionedStream
-from .server import display_url, validate_url
-
-logger = logging.getLogger(__name__)
-
-
-def connect_any(args: argparse.Namespace, socket_timeout: float) -> Any:
-    """A RedisCluster client if ``--redis-url`` points at a cluster node, else a redis.Redis."""
-    plain = cli.connect(args, socket_timeout=socket_timeout)
-    try:
-        enabled = bool(plain.info("cluster").get("cluster_enabled"))
-    except rex.ResponseError:
-        enabled = False  # servers without INFO cluster are not clustered
-    if not enabled:
-        return plain
-    plain.close()
-    url = validate_url(args.redis_url)
-    try:
-        return RedisCluster.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=args.connect_timeout,
-            socket_timeout=socket_timeout,
-        )
-    except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-        err = translate(exc)
-        raise RedisUnavailable(f"cannot use the cluster at {display_url(url)}: {err}") from None
+from ._cli_worker import skipped_note, stopped_line
+from .partition import PartitionedConsumerPool
 
 
 def run(args: argparse.Namespace) -> int:
     """The body of ``worker --partitions N``; returns the exit code."""
-    if args.dlq_key:
-        raise UsageError("--dlq-key cannot be used with --partitions (each has <partition>:dlq)")
+    codec.validate_name(args.group, "group")
+    no_dlq_key_with_partitions(args)
     if args.consumer_names:
         raise UsageError("--consumer-names cannot be used with --partitions; use --name-prefix")
     if args.metrics_port is not None:
         raise UsageError("--metrics-port is not supported with --partitions yet")
-    handler = cli.load_handler(args.handler) if args.handler else None
-    client = connect_any(args, socket_timeout=max(10.0, args.block_ms / 1000 + 5))
-    pstream = PartitionedStream(
-        client,
-        args.stream_key,
-        partitions=args.partitions,
-        maxlen_approx=None,
+    handler = load_handler(args.handler) if args.handler else None
+    pstream = open_partitioned(
+        args,
         claim_min_idle_ms=args.claim_idle_ms,
+        socket_timeout=max(10.0, args.block_ms / 1000 + 5),
     )
+    client = pstream.client
     pool = PartitionedConsumerPool(
         pstream,
         args.group,
@@ -81,10 +58,17 @@ def run(args: argparse.Namespace) -> int:
         max_deliveries=args.max_deliveries if args.max_deliveries > 0 else None,
         on_missing_group=args.on_missing_group,
     )
-    flag = cli._StopFlag()
+    # Create the groups first (as the single-stream worker does), counting what "$" skips.
+    created = skipped = 0
+    for s in pstream.streams:
+        length = s.length()
+        if s.ensure_group(args.group, args.group_start):
+            created += 1
+            skipped += length if args.group_start == "$" else 0
+    flag = StopFlag()
     flag.install()
     pool.start()
-    out = cli.Output(args.json)
+    out = Output(args.json)
     names = [m.name for m in pool.members]
     started = {
         "event": "started",
@@ -94,13 +78,20 @@ def run(args: argparse.Namespace) -> int:
         "group": args.group,
         "consumers": names,
         "pid": os.getpid(),
+        "group_created": created > 0,
+        "group_start": args.group_start,
+        "skipped_entries": skipped,
     }
     if out.json:
         out.line(started)
     else:
         out.console().print(
-            f"worker pid {os.getpid()}: {len(names)} consumers of group [bold]{args.group}[/] "
-            f"over {pstream.partitions} partitions of {args.stream_key}; Ctrl-C or SIGTERM stops"
+            f"worker pid {os.getpid()}: {plural(len(names), 'consumer')} of group "
+            f"[bold]{args.group}[/] over {plural(pstream.partitions, 'partition')} of "
+            f"{args.stream_key}"
+            + skipped_note(created > 0, args.group_start, skipped, args.stream_key)
+            + "; Ctrl-C or SIGTERM stops",
+            soft_wrap=True,
         )
     shown: dict[str, list[int]] = {}
     try:
@@ -116,16 +107,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pool.stop(args.stop_timeout)
     totals = pool.totals()
-    summary = {
-        "event": "stopped",
-        "signal": signal.Signals(flag.signal).name if flag.signal else None,
-        **totals,
-    }
+    summary = {"event": "stopped", "signal": flag.name, **totals}
     if out.json:
         out.line(summary)
     else:
-        out.console().print(
-            "worker stopped: {processed} processed, {reaped} reaped, {failed} failed, "
-            "{dead_lettered} dead-lettered".format(**totals)
-        )
-    return cli.EXIT_OK
+        out.console().print(stopped_line(totals))
+    return EXIT_OK
