@@ -762,3 +762,223 @@ def test_values_past_what_redis_takes_get_a_4xx_naming_them(
     response = api.post(path, data=fields) if method == "post" else api.get(path, params=fields)
     assert response.status_code == 422, response.text
     assert named in response.json()["error"]
+
+
+# ---------------------------------------------------------------- why nothing was claimed
+
+
+def test_autoclaim_says_why_nothing_was_claimed(api: TestClient) -> None:
+    target = {"group": "notifications", "consumer": "worker-b"}
+    body = api.post("/autoclaim", json=target).json()
+    assert body["claimed"] == 0
+    assert "no pending entries" in body["reason"] and "'notifications'" in body["reason"]
+
+    strand(api, "notifications", "worker-a", 3)
+    body = api.post("/autoclaim", json={**target, "min_idle_ms": 3_600_000}).json()
+    assert body["claimed"] == 0
+    reason = body["reason"]
+    assert reason.startswith("3 entries are pending in 'notifications'"), reason
+    assert "none has been idle for the threshold of 3600000 ms yet" in reason
+    youngest, oldest, left = map(
+        int, re.search(r"idle (\d+) ms \(youngest\) to (\d+) ms \(oldest\).* in (\d+) ms", reason)
+        .groups(),
+    )  # fmt: skip
+    assert youngest <= oldest < 3_600_000 and left == 3_600_000 - oldest
+
+    aged(api, "notifications", 50)
+    body = api.post("/autoclaim", json=target).json()
+    assert body["claimed"] == 3 and body["reason"] is None
+
+
+def test_autoclaim_reason_names_entries_trimmed_away(api: TestClient) -> None:
+    strand(api, "notifications", "worker-a", 2)
+    api.post("/trim", json={"maxlen": 0, "approximate": False})
+    body = api.post(
+        "/autoclaim", json={"group": "notifications", "consumer": "worker-b", "min_idle_ms": 0}
+    ).json()
+    assert body["claimed"] == 0 and len(body["deleted"]) == 2
+    assert "2 entries idle past 0 ms had been trimmed" in body["reason"]
+
+
+def test_state_suggests_a_claim_target(api: TestClient) -> None:
+    assert state(api)["claim_target"] is None
+    strand(api, "notifications", "worker-a", 3)
+    # worker-a holds the entries: the suggestion is its peer (paused by strand, but live).
+    target = state(api)["claim_target"]
+    assert (target["group"], target["consumer"], target["pending"]) == (
+        "notifications",
+        "worker-b",
+        3,
+    )
+    aged(api, "notifications", 50)
+    assert state(api)["claim_target"]["claimable"] == 3
+    feed = api.get("/events", params={"limit": 1}).text
+    assert '"claim_target":{"group":"notifications","consumer":"worker-b"' in feed
+    api.post("/autoclaim", json={"group": "notifications", "consumer": "worker-b"})
+    assert state(api)["claim_target"] is None
+
+
+def test_claim_target_prefers_the_group_with_claimable_entries() -> None:
+    def consumer_view(grp: str, name: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "group": grp, "managed": True, "alive": True, **extra}
+
+    doc = {
+        "groups": [
+            {"name": "analytics", "pending": 1, "consumers_detail": [consumer_view("x", "c")]},
+            {
+                "name": "notifications",
+                "pending": 2,
+                "consumers_detail": [
+                    consumer_view("notifications", "a"),
+                    consumer_view("notifications", "b", alive=False),
+                    consumer_view("notifications", "d", paused=True),
+                ],
+            },
+        ],
+        "pending": [
+            {"group": "analytics", "id": "1-0", "consumer": "c", "idle_ms": 9_000},
+            {"group": "notifications", "id": "1-0", "consumer": "a", "idle_ms": 20_000},
+            {"group": "notifications", "id": "2-0", "consumer": "a", "idle_ms": 100},
+        ],
+    }  # fmt: skip
+    # Both groups have one claimable entry; notifications' has waited longer. b is dead, a
+    # owns the entries: d, though paused, is the peer to reclaim them.
+    assert demo_app.claim_target(doc, 5_000) == {
+        "group": "notifications",
+        "consumer": "d",
+        "claimable": 1,
+        "pending": 2,
+    }
+    assert demo_app.claim_target(doc, 10_000)["group"] == "notifications"
+    assert demo_app.claim_target(doc, 60_000)["claimable"] == 0
+    assert demo_app.claim_target({"groups": doc["groups"], "pending": []}, 5_000) is None
+
+
+# ---------------------------------------------------------------- hostile requests
+
+M64 = 2**64 - 1
+CLAIM = {"group": "notifications", "consumer": "worker-a"}
+JSON = {"content-type": "application/json"}
+HOSTILE = [
+    # numbers past every bound, as JSON numbers and as text
+    ("post", "/produce", {"json": {"count": 2**63}}),
+    ("post", "/produce", {"json": {"count": 2**64}}),
+    ("post", "/produce", {"json": {"count": -(2**63)}}),
+    ("post", "/produce", {"json": {"count": 1e308}}),
+    ("post", "/produce", {"json": {"count": 2.5}}),
+    ("post", "/produce", {"json": {"count": "2.5"}}),
+    ("post", "/produce", {"json": {"count": "1e3"}}),
+    ("post", "/produce", {"json": {"count": "0x10"}}),
+    ("post", "/produce", {"json": {"count": " 5"}}),
+    ("post", "/produce", {"json": {"count": "05"}}),
+    ("post", "/produce", {"json": {"count": "5\n"}}),
+    ("post", "/produce", {"json": {"count": "\u0663"}}),  # ARABIC-INDIC DIGIT THREE
+    ("post", "/produce", {"json": {"count": ""}}),
+    ("post", "/produce", {"json": {"count": None}}),
+    ("post", "/produce", {"json": {"count": True}}),
+    ("post", "/produce", {"json": {"count": [1]}}),
+    ("post", "/produce", {"json": {"count": {}}}),
+    ("post", "/produce", {"data": {"count": "9" * 5000}}),
+    ("post", "/produce", {"json": {"type": "  "}}),
+    ("post", "/produce", {"json": {"type": " padded"}}),
+    ("post", "/produce", {"json": {"type": 5}}),
+    ("post", "/produce", {"json": {"type": "\x00"}}),
+    ("post", "/produce", {"json": {"type": "x" * 101}}),
+    ("post", "/trim", {"json": {"maxlen": 2**63}}),
+    ("post", "/trim", {"json": {"maxlen": "9223372036854775808"}}),
+    ("post", "/trim", {"json": {"maxlen": 2**53}}),
+    ("post", "/trim", {"content": b'{"maxlen": Infinity}', "headers": JSON}),
+    ("post", "/trim", {"content": b'{"maxlen": NaN}', "headers": JSON}),
+    ("post", "/trim", {"json": {"maxlen": ""}}),
+    ("post", "/trim", {"json": {"minid": ""}}),
+    ("post", "/trim", {"json": {"minid": 5}}),
+    ("post", "/trim", {"json": {"minid": "(1-1"}}),
+    ("post", "/trim", {"json": {"minid": f"{M64 + 1}-0"}}),
+    ("post", "/trim", {"json": {"minid": "\u0661-\u0661"}}),
+    ("post", "/trim", {"json": {"minid": "1-1\n"}}),
+    ("post", "/trim", {"json": {"maxlen": 1, "approximate": "maybe"}}),
+    ("post", "/trim", {"json": {"maxlen": 1, "approximate": None}}),
+    ("post", "/trim", {"json": {"maxlen": 1, "approximate": 2}}),
+    ("post", "/autoclaim", {"json": {**CLAIM, "min_idle_ms": M64 + 1}}),
+    ("post", "/autoclaim", {"json": {**CLAIM, "min_idle_ms": 2**63}}),
+    ("post", "/autoclaim", {"json": {**CLAIM, "min_idle_ms": -1}}),
+    ("post", "/autoclaim", {"json": {**CLAIM, "min_idle_ms": 1.5}}),
+    # names
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": ""}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": " "}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": "caf\u00e9"}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": "zero\u200bwidth"}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": "x" * 201}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": 123}}),
+    ("post", "/add-worker", {"json": {"group": "notifications", "name": None}}),
+    ("post", "/add-worker", {"json": {"group": ["notifications"], "name": "w"}}),
+    ("post", "/pause", {"json": {}}),
+    ("post", "/crash", {"json": {"group": "notifications", "name": "worker-a", "count": 10_001}}),
+    # bodies that are not an object
+    ("post", "/produce", {"content": b"null", "headers": JSON}),
+    ("post", "/produce", {"content": b"5", "headers": JSON}),
+    ("post", "/produce", {"content": b'"x"', "headers": JSON}),
+    ("post", "/produce", {"content": b'{"count": %s}' % (b"9" * 5000), "headers": JSON}),
+    ("post", "/produce", {"content": b"\xff\xfe{", "headers": JSON}),
+    # query strings
+    ("get", f"/replay?start=({M64}-{M64}", {}),
+    ("get", "/replay?end=(0-0", {}),
+    ("get", "/replay?end=(0", {}),
+    ("get", f"/replay?start={M64 + 1}", {}),
+    ("get", "/replay?start=%D9%A1", {}),  # an Arabic-Indic digit
+    ("get", "/replay?start=1-1%0A", {}),
+    ("get", "/replay?count=1e3", {}),
+    ("get", "/replay?count=2.0", {}),
+    ("get", f"/replay?count={2**63}", {}),
+    ("get", "/dlq?count=0", {}),
+    ("get", "/events?limit=-1", {}),
+    ("get", "/events?limit=1000001", {}),
+    ("get", "/events?limit=abc", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), HOSTILE)
+def test_hostile_requests_get_a_4xx_json_answer(
+    api: TestClient, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    r = getattr(api, method)(path, **kwargs)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    body = r.json()
+    assert isinstance(body["error"], str) and body["error"] and isinstance(body["kind"], str)
+
+
+EDGES = [
+    ("post", "/produce", {"json": {"count": 500}}),
+    ("post", "/produce", {"json": {"count": "500"}}),
+    ("post", "/produce", {"json": {"count": 2.0}}),  # JSON Schema calls 2.0 an integer
+    ("post", "/produce", {"data": {"count": "1", "type": "random"}}),
+    ("post", "/produce", {"json": {"type": "a b~"}}),
+    ("post", "/trim", {"json": {"maxlen": 2**53 - 1}}),
+    ("post", "/trim", {"json": {"maxlen": "0", "approximate": "off"}}),
+    ("post", "/trim", {"json": {"minid": f"{M64}-{M64}"}}),
+    ("post", "/autoclaim", {"json": {**CLAIM, "min_idle_ms": 2**53 - 1}}),
+    ("get", f"/replay?start=({M64}&end=({M64}-{M64}", {}),
+    ("get", "/replay?start=&end=&count=1000", {}),
+    ("get", "/replay?end=(0-1", {}),
+    ("get", "/dlq?count=1000", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), EDGES)
+def test_values_at_the_documented_edges_are_accepted(
+    api: TestClient, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    r = getattr(api, method)(path, **kwargs)
+    assert r.status_code == 200, r.text
+
+
+def test_decimal_pattern_matches_exactly_the_range() -> None:
+    for low, high in [(0, 0), (0, 9), (1, 500), (1, 1000), (95, 105), (7, 1234), (0, 10**6)]:
+        rx = re.compile(params.anchored(params.decimal_pattern(low, high)))
+        for n in range(0, high + 200):
+            assert bool(rx.fullmatch(str(n))) is (low <= n <= high), (low, high, n)
+        assert not rx.fullmatch("-1") and not rx.fullmatch("") and not rx.fullmatch(f"0{high}")
+    for high in (2**53 - 1, 2**63 - 1, M64):
+        rx = re.compile(params.anchored(params.decimal_pattern(0, high)))
+        for n in (high, high - 1, high + 1, 10 ** (len(str(high)) - 1), 10 ** len(str(high))):
+            assert bool(rx.fullmatch(str(n))) is (n <= high), (high, n)

@@ -1,7 +1,10 @@
 """The demo's FastAPI app: the guide's JSON API, a live SSE feed and the static page.
 
 HTTP only: every lever is a DemoRuntime method. No GET changes state, and nothing answers 500
-for bad input (InvalidInput -> 422, unknown consumer -> 404, Redis down -> 503).
+for bad input (unreadable body -> 400, InvalidInput -> 422, unknown consumer -> 404, Redis down
+-> 503). The OpenAPI document says exactly what each operation accepts and answers (a
+schemathesis run checks it); /docs and /redoc serve their scripts from the fastapi-offline
+package, never from a CDN.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from .. import _codec as codec
 from .._errors import (
     GroupMissing,
     InvalidInput,
@@ -43,6 +46,13 @@ from .runtime import Conflict, DemoRuntime, NotFound
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: Swagger UI and ReDoc, with their scripts served from fastapi-offline's package directory.
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+DOCS_ASSETS_URL = "/static-offline-docs"
+_DOCS_PATHS = (DOCS_URL, REDOC_URL, DOCS_URL + "/oauth2-redirect")
+#: How many pending rows a "nothing claimed" explanation looks at.
+_REASON_SCAN = 1000
 _HEARTBEAT_S = 15.0
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -52,22 +62,50 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# Swagger UI and ReDoc start from an inline script; everything else still comes from here only.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 # ---------------------------------------------------------------- documentation helpers
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+def _body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """A request body read by params.py: a JSON object or urlencoded form fields."""
     schema = model.model_json_schema()
     return {
         "requestBody": {
-            "required": False,
+            "required": required,
             "content": {
                 "application/json": {"schema": schema},
                 "application/x-www-form-urlencoded": {"schema": schema},
             },
         }
     }
+
+
+def _query_doc(path: str) -> dict[str, Any]:
+    return {"parameters": s.query_parameters()[path]}
+
+
+_ERROR_TEXT = {
+    400: "the body is not a JSON object or urlencoded form",
+    403: "a cross-site request to change state",
+    404: "no such group or consumer",
+    409: "not possible in the current state",
+    421: "the Host header is not this local demo's",
+    422: "a field is missing, of the wrong type or out of range (the error names it)",
+    503: "Redis is unreachable",
+}
+
+
+def _errors(*codes: int, post: bool = False) -> dict[int | str, dict[str, Any]]:
+    """Documented error answers: always 421 and 503; POSTs also 400, 403 and 422."""
+    wanted = {421, 503, *codes, *((400, 403, 422) if post else ())}
+    return {c: {"model": s.ErrorAnswer, "description": _ERROR_TEXT[c]} for c in sorted(wanted)}
 
 
 # ---------------------------------------------------------------- helpers
@@ -138,11 +176,18 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
             rt.closing.set()
             await run_in_threadpool(rt.stop)
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs and /redoc served from the package's own copies of
+    # Swagger UI and ReDoc (FastAPI's documented self-hosting recipe), so they work offline.
+    app = FastAPIOffline(
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
+        static_url=DOCS_ASSETS_URL,
         title="redis-streaming demo",
         version="0.1.0",
         description="Produce, consume, crash, reclaim, replay and trim a Redis stream, live.",
         lifespan=lifespan,
+        # No badge from the online validator: the docs page makes no request off this host.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.runtime = rt
 
@@ -159,10 +204,11 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
             if why is not None:
                 return _error(403, f"cross-site request refused: {why}", "origin")
         response = await call_next(request)
-        # FastAPI's /docs and /redoc load their scripts from a CDN and inline; our page does not.
-        if request.url.path not in (app.docs_url, app.redoc_url):
-            for name, value in _SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
+        headers = dict(_SECURITY_HEADERS)
+        if request.url.path in _DOCS_PATHS:
+            headers["Content-Security-Policy"] = _DOCS_CSP
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
         return response
 
     @app.exception_handler(InvalidInput)
@@ -221,21 +267,31 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
 
     # ------------------------------------------------------------ reading
 
+    def snapshot() -> dict[str, Any]:
+        doc = rt.snapshot()
+        doc["claim_target"] = claim_target(doc, config.claim_idle_ms)
+        return doc
+
     @app.get(
         "/state",
         summary="Stream, groups, consumers, pending entries and counters",
         response_model=s.StateAnswer,
+        responses=_errors(),
     )
     async def get_state() -> dict[str, Any]:
-        return await run_in_threadpool(rt.snapshot)
+        return await run_in_threadpool(snapshot)
 
-    @app.get("/replay", summary="XRANGE start..end (count entries)", response_model=s.ReplayAnswer)
-    async def replay(request: Request, start: str = "-", end: str = "+", count: str = "20") -> Any:
+    @app.get(
+        "/replay",
+        summary="XRANGE start..end (count entries)",
+        response_model=s.ReplayAnswer,
+        responses=_errors(422),
+        openapi_extra=_query_doc("/replay"),
+    )
+    async def replay(request: Request) -> Any:
         q = dict(request.query_params)
-        start, end = start or "-", end or "+"
-        count_n = p.get_int(q, "count", 20, minimum=1, maximum=1000)
-        codec.validate_range_bound(start, "start")
-        codec.validate_range_bound(end, "end")
+        start, end = p.get_range_bound(q, "start"), p.get_range_bound(q, "end")
+        count_n = p.get_int(q, "count", 20, minimum=1, maximum=s.MAX_PAGE)
         entries = await run_in_threadpool(rt.replay, start, end, count_n)
         return {
             "start": start,
@@ -244,30 +300,65 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
             "entries": [{"id": e.id, "fields": dict(e.fields)} for e in entries],
         }
 
-    @app.get("/dlq", summary="Dead letters (oldest first)")
-    async def dlq(request: Request, count: str = "100") -> Any:
-        count_n = p.get_int(dict(request.query_params), "count", 100, minimum=1, maximum=1000)
+    @app.get(
+        "/dlq",
+        summary="Dead letters (oldest first)",
+        response_model=s.DlqAnswer,
+        responses=_errors(422),
+        openapi_extra=_query_doc("/dlq"),
+    )
+    async def dlq(request: Request) -> Any:
+        count_n = p.get_int(dict(request.query_params), "count", 100, minimum=1, maximum=s.MAX_PAGE)
         entries = await run_in_threadpool(rt.dead_letters_list, count_n)
         return {
             "key": config.dlq_key,
             "entries": [{"id": e.id, "fields": dict(e.fields)} for e in entries],
         }
 
-    @app.get("/metrics", summary="Prometheus metrics of the stream, groups and workers")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics of the stream, groups and workers",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_errors(),
+        },
+    )
     async def metrics() -> Response:
         body, content_type = await run_in_threadpool(rt.render_metrics)
         return Response(body, media_type=content_type)
 
-    @app.get("/health", summary="Lag and pending health of every group")
+    @app.get(
+        "/health",
+        summary="Lag and pending health of every group",
+        response_model=s.HealthAnswer,
+        responses=_errors(),
+    )
     async def health() -> Any:
         doc = await run_in_threadpool(rt.snapshot)
         return doc["health"]
 
-    @app.get("/events", summary="Live feed (text/event-stream) of the /state document")
-    async def events(request: Request, limit: str = "0") -> StreamingResponse:
-        max_events = p.get_int(dict(request.query_params), "limit", 0, maximum=1_000_000)
+    @app.get(
+        "/events",
+        summary="Live feed (text/event-stream) of the /state document",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "server-sent events: 'state' (the /state document as JSON) "
+                "whenever it changes, 'unavailable' while Redis is unreachable",
+                "content": {"text/event-stream": {"schema": s.event_stream_schema()}},
+            },
+            **_errors(422),
+        },
+        openapi_extra=_query_doc("/events"),
+    )
+    async def events(request: Request) -> StreamingResponse:
+        limit = p.get_int(dict(request.query_params), "limit", 0, maximum=s.MAX_FEED_EVENTS)
         return StreamingResponse(
-            _feed(request, rt, config.tick_s, max_events),
+            _feed(request, rt, snapshot, config.tick_s, limit),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -277,8 +368,9 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
     @app.post(
         "/produce",
         summary="XADD count fake orders",
-        openapi_extra=_body_doc(s.ProduceBody),
+        openapi_extra=_body_doc(s.ProduceBody, required=False),
         response_model=s.ProduceAnswer,
+        responses=_errors(post=True),
     )
     async def produce(request: Request) -> Any:
         q = await _params(request)
@@ -292,6 +384,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         summary="Start a consumer",
         openapi_extra=_body_doc(s.ConsumerBody),
         response_model=s.AddWorkerAnswer,
+        responses=_errors(409, post=True),
     )
     async def add_worker(request: Request) -> Any:
         q = await _params(request)
@@ -304,6 +397,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         openapi_extra=_body_doc(s.ConsumerBody),
         response_model=s.RemoveWorkerAnswer,
         responses={
+            **_errors(post=True),
             404: {"model": s.RemoveWorkerRefusal, "description": "no such consumer"},
             409: {"model": s.RemoveWorkerRefusal, "description": "not removed now"},
         },
@@ -323,6 +417,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         summary="Stop fetching",
         openapi_extra=_body_doc(s.ConsumerBody),
         response_model=s.PauseAnswer,
+        responses=_errors(404, 409, post=True),
     )
     async def pause(request: Request) -> Any:
         q = await _params(request)
@@ -334,6 +429,7 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         summary="Fetch again",
         openapi_extra=_body_doc(s.ConsumerBody),
         response_model=s.PauseAnswer,
+        responses=_errors(404, post=True),
     )
     async def resume(request: Request) -> Any:
         q = await _params(request)
@@ -345,43 +441,57 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
         summary="Drop the next deliveries unacked",
         openapi_extra=_body_doc(s.CrashBody),
         response_model=s.CrashAnswer,
+        responses=_errors(404, post=True),
     )
     async def crash(request: Request) -> Any:
         q = await _params(request)
         group, name = p.get_name(q, "group"), p.get_name(q, "name", "consumer")
-        count = p.get_int(q, "count", 3, minimum=1, maximum=10_000)
+        count = p.get_int(q, "count", 3, minimum=1, maximum=s.MAX_CRASH)
         return await run_in_threadpool(rt.crash, group, name, count)
 
     @app.post(
         "/autoclaim",
         summary="XAUTOCLAIM idle pending entries to a consumer, which processes them",
+        description="When nothing was claimed, `reason` says why (no pending entries, none idle "
+        "past the threshold yet, ...).",
         openapi_extra=_body_doc(s.AutoclaimBody),
         response_model=s.AutoclaimAnswer,
+        responses=_errors(404, post=True),
     )
     async def autoclaim(request: Request) -> Any:
         q = await _params(request)
         group, consumer = p.get_name(q, "group"), p.get_name(q, "consumer")
-        idle = p.get_int(q, "min_idle_ms", -1, minimum=-1)
-        return await run_in_threadpool(rt.autoclaim, group, consumer, None if idle < 0 else idle)
+        idle = p.get_int(q, "min_idle_ms", maximum=s.MAX_JSON_INT) if "min_idle_ms" in q else None
+
+        def run() -> dict[str, Any]:
+            answer = rt.autoclaim(group, consumer, idle)
+            answer["reason"] = None if answer["claimed"] else nothing_claimed(rt, answer)
+            return answer
+
+        return await run_in_threadpool(run)
 
     @app.post(
         "/trim",
-        summary="XTRIM by MAXLEN or MINID",
+        summary="XTRIM by MAXLEN or MINID (give exactly one)",
         openapi_extra=_body_doc(s.TrimBody),
         response_model=s.TrimAnswer,
+        responses=_errors(post=True),
     )
     async def trim(request: Request) -> Any:
         q = await _params(request)
         approximate = p.get_bool(q, "approximate", True)
-        has_max = q.get("maxlen") not in (None, "")
-        has_min = q.get("minid") not in (None, "")
-        if has_max == has_min:
+        if ("maxlen" in q) == ("minid" in q):
             raise InvalidOption("give exactly one of maxlen (an integer >= 0) or minid (an ID)")
-        maxlen = p.get_int(q, "maxlen", minimum=0) if has_max else None
-        minid = codec.validate_id(p.get_str(q, "minid"), "minid") if has_min else None
+        maxlen = p.get_int(q, "maxlen", maximum=s.MAX_JSON_INT) if "maxlen" in q else None
+        minid = p.get_stream_id(q, "minid") if "minid" in q else None
         return await run_in_threadpool(rt.trim, maxlen, minid, approximate)
 
-    @app.post("/reset", summary="Delete the stream and start over", response_model=s.ResetAnswer)
+    @app.post(
+        "/reset",
+        summary="Delete the stream and start over",
+        response_model=s.ResetAnswer,
+        responses=_errors(400, 403),
+    )
     async def reset(request: Request) -> Any:
         await _params(request)
         return await run_in_threadpool(rt.reset)
@@ -389,8 +499,96 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
     return app
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def nothing_claimed(rt: DemoRuntime, answer: dict[str, Any]) -> str:
+    """Why an XAUTOCLAIM claimed nothing, from the group's pending entries right after it."""
+    group, threshold = answer["group"], answer["min_idle_ms"]
+    deleted = answer["deleted"]
+    if deleted:
+        return (
+            f"the {_plural(len(deleted), 'entry', 'entries')} idle past {threshold} ms had been "
+            "trimmed from the stream before anyone handled them (see deleted): nothing left "
+            "to claim"
+        )
+    rows = rt.stream.pending(group, count=_REASON_SCAN)
+    if not rows:
+        return (
+            f"group {group!r} has no pending entries: every entry delivered to it was acked, "
+            "so there is nothing to claim"
+        )
+    n = f"{'at least ' if len(rows) >= _REASON_SCAN else ''}{len(rows)}"
+    ready = [r for r in rows if r.idle_ms >= threshold]
+    if ready:
+        return (
+            f"{_plural(len(ready), 'entry', 'entries')} of {group!r} "
+            f"{'is' if len(ready) == 1 else 'are'} idle past {threshold} ms now but this sweep "
+            "claimed none (they crossed the threshold just after it, or another consumer "
+            "claimed them first); try again"
+        )
+    idle = sorted(r.idle_ms for r in rows)
+    youngest, oldest = idle[0], idle[-1]
+    what = "entry is" if len(rows) == 1 else "entries are"
+    span = (
+        f"idle {oldest} ms"
+        if len(rows) == 1
+        else f"idle {youngest} ms (youngest) to {oldest} ms (oldest)"
+    )
+    return (
+        f"{n} {what} pending in {group!r} but none has been idle for the threshold of "
+        f"{threshold} ms yet ({span}); the oldest becomes claimable in {threshold - oldest} ms"
+    )
+
+
+def claim_target(doc: dict[str, Any], threshold: int) -> dict[str, Any] | None:
+    """A consumer to XAUTOCLAIM to: in the group with the most claimable pending entries.
+
+    Claimable means idle at least ``threshold`` ms (among the pending rows /state carries).
+    Without any, the group with pending entries that become claimable first. The consumer is a
+    live one that owns none of them if there is one, unpaused if it can be. None when nothing
+    is pending.
+    """
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for row in doc.get("pending", ()):
+        by_group.setdefault(row["group"], []).append(row)
+    best: tuple[tuple[int, int], dict[str, Any]] | None = None
+    for grp in doc.get("groups", ()):
+        rows = by_group.get(grp["name"], [])
+        if not rows:
+            continue
+        claimable = sum(1 for r in rows if r["idle_ms"] >= threshold)
+        owners = {r["consumer"] for r in rows}
+        live = [
+            c
+            for c in grp.get("consumers_detail", ())
+            if c.get("managed", True) and c.get("alive", True)
+        ]
+        # A peer of the owners first (the lesson: reclaim from a crashed one), unpaused first.
+        ranked = sorted(live, key=lambda c: (c["name"] in owners, bool(c.get("paused"))))
+        if not ranked:
+            continue
+        score = (claimable, max(r["idle_ms"] for r in rows))
+        if best is None or score > best[0]:
+            best = (
+                score,
+                {
+                    "group": grp["name"],
+                    "consumer": ranked[0]["name"],
+                    "claimable": claimable,
+                    "pending": grp.get("pending", len(rows)),
+                },
+            )
+    return best[1] if best else None
+
+
 async def _feed(
-    request: Request, rt: DemoRuntime, tick_s: float, max_events: int
+    request: Request,
+    rt: DemoRuntime,
+    snapshot: Callable[[], dict[str, Any]],
+    tick_s: float,
+    max_events: int,
 ) -> AsyncIterator[str]:
     """Server-sent events: the /state document whenever it changes, until shutdown."""
     last: str | None = None
@@ -399,7 +597,7 @@ async def _feed(
     yield "retry: 1000\n\n"
     while not rt.closing.is_set():
         try:
-            doc = await run_in_threadpool(rt.snapshot)
+            doc = await run_in_threadpool(snapshot)
             event, data = "state", json.dumps(doc, separators=(",", ":"))
         except StreamingError as exc:
             event = "unavailable"
