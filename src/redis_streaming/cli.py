@@ -48,6 +48,7 @@ from ._cli_input import (
     parse_event_line,
     parse_handler_spec,
 )
+from ._cli_inspect import inspect_data
 from ._errors import InvalidInput, RedisUnavailable, StreamingError, translate
 from .server import DEFAULT_REDIS_URL
 
@@ -58,6 +59,7 @@ __all__ = [
     "build_parser",
     "cmd_quickstart",
     "consumer_names",
+    "inspect_data",
     "load_handler",
     "main",
     "parse_duration",
