@@ -982,3 +982,12 @@ def test_decimal_pattern_matches_exactly_the_range() -> None:
         rx = re.compile(params.anchored(params.decimal_pattern(0, high)))
         for n in (high, high - 1, high + 1, 10 ** (len(str(high)) - 1), 10 ** len(str(high))):
             assert bool(rx.fullmatch(str(n))) is (n <= high), (high, n)
+
+
+def test_docs_page_uses_only_local_assets(api: TestClient) -> None:
+    html = api.get("/docs").text
+    assert "/static-offline-docs/swagger-ui-bundle.js" in html
+    assert "https://" not in html and "http://" not in html
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert api.get(f"/static-offline-docs/{asset}").status_code == 200, asset
+    assert api.get("/redoc").status_code == 404
