@@ -19,15 +19,11 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _fastpath, _produce
+from . import _drive, _fastpath, _plans, _produce
 from ._backoff import Backoff
 from ._errors import (
-    InvalidOption,
-    is_busygroup,
-    is_missing_key,
     translate,
 )
-from ._fastpath import read_entries
 from ._model import (
     ClaimResult,
     ConsumerInfo,
@@ -49,7 +45,7 @@ DEFAULT_READ_COUNT: Final = 10
 DEFAULT_BLOCK_MS: Final = 500
 DEFAULT_AUTOCLAIM_PAGE: Final = 100
 DEFAULT_AUTOCLAIM_MAX_PAGES: Final = 10
-MAX_AUTOCLAIM_PAGE: Final = 100_000
+MAX_AUTOCLAIM_PAGE: Final = _plans.MAX_AUTOCLAIM_PAGE
 DEFAULT_REPLAY_PAGE: Final = 500
 DEFAULT_PRODUCE_RETRIES: Final = 3
 
@@ -268,40 +264,17 @@ class EventStream:
 
     # ------------------------------------------------------------ groups and reading
 
-    @_redis_errors
+    def _run(self, plan: Any) -> Any:
+        return _drive.run(self.client, plan)
+
     def ensure_group(self, group: str, start_id: str = "$") -> bool:
         """XGROUP CREATE ... MKSTREAM. True if created, False if it already existed (BUSYGROUP)."""
-        codec.validate_name(group, "group")
-        start = codec.validate_group_start(start_id)
-        try:
-            self.client.xgroup_create(self.key, group, id=start, mkstream=True)
-        except rex.ResponseError as exc:
-            if is_busygroup(exc):
-                return False
-            raise
-        logger.info("created group %s on %s from %s", group, self.key, start)
-        return True
+        return bool(self._run(_plans.ensure_group(self.key, group, start_id)))
 
-    @_redis_errors
     def delete_group(self, group: str) -> bool:
         """XGROUP DESTROY. True if the group existed."""
-        codec.validate_name(group, "group")
-        try:
-            return bool(self.client.xgroup_destroy(self.key, group))
-        except rex.ResponseError as exc:
-            if is_missing_key(exc):
-                return False
-            raise
+        return bool(self._run(_plans.delete_group(self.key, group)))
 
-    def _read_group(
-        self, group: str, consumer: str, start: str, count: int, block_ms: int | None
-    ) -> list[Entry]:
-        args: tuple[Any, ...] = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count)
-        if block_ms is not None:
-            args += ("BLOCK", block_ms)
-        return codec.parse_xread(read_entries(self.client, *args, "STREAMS", self.key, start))
-
-    @_redis_errors
     def consume(
         self,
         group: str,
@@ -313,12 +286,7 @@ class EventStream:
 
         ``block_ms=None`` does not block. Raises GroupMissing if the group does not exist.
         """
-        codec.validate_name(group, "group")
-        codec.validate_name(consumer, "consumer")
-        codec.validate_int(count, "count", minimum=1)
-        if block_ms is not None:
-            codec.validate_block_ms(block_ms)
-        return self._read_group(group, consumer, ">", count, block_ms)
+        return self._run(_plans.consume(self.key, group, consumer, count, block_ms))  # type: ignore[no-any-return]
 
     def read_own_pel(
         self, group: str, consumer: str, count: int, after: str = "0"
@@ -327,29 +295,8 @@ class EventStream:
 
         Returns the readable entries and the IDs whose payload was trimmed away (nil fields).
         """
-        raw = read_entries(
-            self.client,
-            "XREADGROUP",
-            "GROUP",
-            group,
-            consumer,
-            "COUNT",
-            count,
-            "STREAMS",
-            self.key,
-            after,
-        )
-        entries: list[Entry] = []
-        deleted: list[str] = []
-        for item in codec.xread_items(raw):
-            entry = codec.parse_entry(item)
-            if entry is None:
-                deleted.append(codec.to_str(item[0]))
-            else:
-                entries.append(entry)
-        return entries, deleted
+        return self._run(_plans.read_own_pel(self.key, group, consumer, count, after))  # type: ignore[no-any-return]
 
-    @_redis_errors
     def consume_own_pel(
         self, group: str, consumer: str, count: int = DEFAULT_READ_COUNT, after: str = "0"
     ) -> list[Entry]:
@@ -358,25 +305,19 @@ class EventStream:
         Page by passing the last returned ID as ``after``. Entries whose payload was trimmed
         away are skipped here; ConsumerWorker dead-letters them.
         """
-        codec.validate_name(group, "group")
-        codec.validate_name(consumer, "consumer")
-        codec.validate_int(count, "count", minimum=1)
-        codec.validate_id(after, "after")
-        return self.read_own_pel(group, consumer, count, after)[0]
+        return self._run(_plans.consume_own_pel(self.key, group, consumer, count, after))  # type: ignore[no-any-return]
 
-    @_redis_errors
     def ack(self, group: str, ids: Sequence[str] | str) -> int:
         """XACK the given IDs (a list, or one ID as a str) in one call; returns how many were
         pending. No call for an empty list; anything else raises InvalidStreamId."""
-        codec.validate_name(group, "group")
-        checked = codec.validate_ids(ids)
+        checked = _plans.checked_ids(group, ids)
         return self.ack_unchecked(group, checked) if checked else 0
 
     def ack_unchecked(self, group: str, ids: Sequence[str]) -> int:
         """XACK without validation, for IDs that came from the server (worker hot path)."""
         if not ids:
             return 0
-        n = int(self.client.xack(self.key, group, *ids))
+        n = int(self._run(_plans.ack(self.key, group, list(ids))))
         self._count(acked=n)
         return n
 
@@ -386,20 +327,11 @@ class EventStream:
         self, group: str, consumer: str, min_idle_ms: int, start_id: str, count: int
     ) -> tuple[str, list[Entry], list[str]]:
         """One XAUTOCLAIM call: (next cursor, claimed entries, IDs deleted by trimming)."""
-        raw = read_entries(
-            self.client,
-            "XAUTOCLAIM",
-            self.key,
-            group,
-            consumer,
-            min_idle_ms,
-            start_id,
-            "COUNT",
-            count,
+        page = self._run(
+            _plans.autoclaim_page(self.key, group, consumer, min_idle_ms, start_id, count)
         )
-        cursor, entries, deleted = codec.parse_autoclaim(raw)
-        self._count(claimed=len(entries))
-        return cursor, entries, deleted
+        self._count(claimed=len(page[1]))
+        return page  # type: ignore[no-any-return]
 
     def autoclaim_pages(
         self,
@@ -418,27 +350,13 @@ class EventStream:
         is where to resume. One call scans at most ``10 * page_count`` PEL entries (a server
         limit), so a page may claim nothing and still move the cursor.
         """
-        codec.validate_name(group, "group")
-        codec.validate_name(consumer, "consumer")
-        # XAUTOCLAIM allocates COUNT IDs up front: a huge COUNT fails with "COUNT too high".
-        codec.validate_int(page_count, "page_count", minimum=1, maximum=MAX_AUTOCLAIM_PAGE)
-        codec.validate_int(max_pages, "max_pages", minimum=1)
-        codec.validate_id(start_id, "start_id")
         idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
-        codec.validate_int(idle, "min_idle_ms")
-        cursor = start_id
-        for _ in range(max_pages):
-            try:
-                cursor, entries, deleted = self.autoclaim_page(
-                    group, consumer, idle, cursor, page_count
-                )
-            except rex.RedisError as exc:
-                raise translate(exc) from exc
-            if cursor == "0":
-                cursor = "0-0"
-            yield ClaimResult(tuple(entries), tuple(deleted), cursor)
-            if cursor == "0-0":
-                return
+        plan = _plans.autoclaim_pages(
+            self.key, group, consumer, idle, page_count, start_id, max_pages
+        )
+        for page in _drive.iterate(self.client, plan):
+            self._count(claimed=len(page.claimed))
+            yield page
 
     def iter_autoclaim(
         self,
@@ -452,14 +370,11 @@ class EventStream:
     ) -> Iterator[tuple[list[Entry], list[str]]]:
         """XAUTOCLAIM page by page, following the cursor until 0-0 or ``max_pages``; yields
         only the pages that claimed or found something (see :meth:`autoclaim_pages`)."""
-        for page in self.autoclaim_pages(
-            group,
-            consumer,
-            min_idle_ms=min_idle_ms,
-            page_count=page_count,
-            start_id=start_id,
-            max_pages=max_pages,
-        ):
+        pages = self.autoclaim_pages(
+            group, consumer, min_idle_ms=min_idle_ms, page_count=page_count,
+            start_id=start_id, max_pages=max_pages,
+        )  # fmt: skip
+        for page in pages:
             if page.claimed or page.deleted_ids:
                 yield list(page.claimed), list(page.deleted_ids)
 
@@ -481,50 +396,22 @@ class EventStream:
         lists pending entries whose payload was trimmed before anyone processed them (Redis 7+
         drops them from the PEL).
         """
-        claimed: list[Entry] = []
-        deleted: list[str] = []
-        cursor = start_id
-        for page in self.autoclaim_pages(
-            group,
-            consumer,
-            min_idle_ms=min_idle_ms,
-            page_count=page_count,
-            start_id=start_id,
-            max_pages=max_pages,
-        ):
-            claimed.extend(page.claimed)
-            deleted.extend(page.deleted_ids)
-            cursor = page.next_start_id
-        if claimed or deleted:
-            logger.info(
-                "autoclaim on %s/%s to %s: %d claimed, %d deleted, next %s",
-                self.key,
-                group,
-                consumer,
-                len(claimed),
-                len(deleted),
-                cursor,
-            )
-        return ClaimResult(tuple(claimed), tuple(deleted), cursor)
+        pages = self.autoclaim_pages(
+            group, consumer, min_idle_ms=min_idle_ms, page_count=page_count,
+            start_id=start_id, max_pages=max_pages,
+        )  # fmt: skip
+        return _plans.collect_claims(self.key, group, consumer, list(pages))
 
-    @_redis_errors
     def claim(
         self, group: str, consumer: str, ids: Sequence[str] | str, min_idle_ms: int
     ) -> list[Entry]:
         """XCLAIM specific IDs (a list, or one ID as a str) for ``consumer`` if idle at least
         ``min_idle_ms``; returns the entries claimed (trimmed ones are left out)."""
-        codec.validate_name(group, "group")
-        codec.validate_name(consumer, "consumer")
-        codec.validate_int(min_idle_ms, "min_idle_ms")
-        ids = codec.validate_ids(ids)
-        if not ids:
-            return []
-        raw = read_entries(self.client, "XCLAIM", self.key, group, consumer, min_idle_ms, *ids)
-        entries = codec.parse_entries(raw)
+        op = _plans.claim(self.key, group, consumer, ids, min_idle_ms)
+        entries: list[Entry] = [] if op is None else self._run(op)
         self._count(claimed=len(entries))
         return entries
 
-    @_redis_errors
     def handover_pending(
         self, group: str, from_consumer: str, to_consumer: str, batch: int = DEFAULT_AUTOCLAIM_PAGE
     ) -> int:
@@ -533,145 +420,61 @@ class EventStream:
         XPENDING ... CONSUMER finds them and XCLAIM ... 0 JUSTID moves them, page by page,
         without bumping their delivery counters. Entries trimmed away meanwhile drop out.
         """
-        codec.validate_name(group, "group")
-        codec.validate_name(from_consumer, "from_consumer")
-        codec.validate_name(to_consumer, "to_consumer")
-        codec.validate_int(batch, "batch", minimum=1)
-        if from_consumer == to_consumer:
-            raise InvalidOption(f"cannot hand {from_consumer!r}'s entries over to itself")
-        moved = 0
-        previous_first: str | None = None
-        while True:
-            rows = self._pending_rows(group, "-", "+", batch, from_consumer, None)
-            if not rows:
-                break
-            ids = [row.id for row in rows]
-            if ids[0] == previous_first:
-                # Nothing moved last round: XCLAIM refused them all; stop instead of spinning.
-                logger.warning("handover on %s/%s stalled at %s", self.key, group, ids[0])
-                break
-            previous_first = ids[0]
-            claimed = self.client.xclaim(
-                self.key, group, to_consumer, 0, list[Any](ids), justid=True
-            )
-            moved += len(claimed)
-        if moved:
-            logger.info(
-                "handed %d pending entries on %s/%s from %s to %s",
-                moved,
-                self.key,
-                group,
-                from_consumer,
-                to_consumer,
-            )
-        return moved
+        plan = _plans.handover_pending(self.key, group, from_consumer, to_consumer, batch)
+        return int(self._run(plan))
 
-    @_redis_errors
     def delete_consumer(self, group: str, consumer: str) -> int:
         """XGROUP DELCONSUMER; returns how many pending entries were destroyed with it.
 
         Hand its entries over first (:meth:`handover_pending`) unless losing them is intended.
         """
-        codec.validate_name(group, "group")
-        codec.validate_name(consumer, "consumer")
-        try:
-            return int(self.client.xgroup_delconsumer(self.key, group, consumer))
-        except rex.ResponseError as exc:
-            if is_missing_key(exc):
-                return 0
-            raise
+        return int(self._run(_plans.delete_consumer(self.key, group, consumer)))
 
     # ------------------------------------------------------------ history and retention
 
-    @_redis_errors
     def replay(self, start: str = "-", end: str = "+", count: int | None = 100) -> list[Entry]:
         """XRANGE ``start``..``end`` (inclusive; ``(id`` for exclusive), oldest first."""
-        codec.validate_range_bound(start, "start")
-        codec.validate_range_bound(end, "end")
-        if count is not None:
-            codec.validate_int(count, "count", minimum=1)
-        return codec.parse_entries(self._xrange("XRANGE", start, end, count))
+        return self._run(_plans.replay(self.key, start, end, count))  # type: ignore[no-any-return]
 
     def iter_replay(
         self, start: str = "-", end: str = "+", page: int = DEFAULT_REPLAY_PAGE
     ) -> Iterator[Entry]:
         """Every entry from ``start`` to ``end``, fetched ``page`` at a time (bounded memory)."""
-        codec.validate_range_bound(start, "start")
-        codec.validate_range_bound(end, "end")
-        codec.validate_int(page, "page", minimum=1)
-        cursor = start
-        while True:
-            try:
-                raw = self._xrange("XRANGE", cursor, end, page)
-            except rex.RedisError as exc:
-                raise translate(exc) from exc
-            entries = codec.parse_entries(raw)
-            yield from entries
-            if len(entries) < page:
-                return
-            cursor = "(" + entries[-1].id
+        return _drive.iterate(self.client, _plans.iter_replay(self.key, start, end, page))
 
-    @_redis_errors
     def tail(self, count: int = 10) -> list[Entry]:
         """XREVRANGE: the newest ``count`` entries, newest first."""
-        codec.validate_int(count, "count", minimum=1)
-        return codec.parse_entries(self._xrange("XREVRANGE", "+", "-", count))
+        return self._run(_plans.tail(self.key, count))  # type: ignore[no-any-return]
 
-    def _xrange(self, command: str, start: str, end: str, count: int | None) -> Any:
-        args: tuple[Any, ...] = (command, self.key, start, end)
-        return read_entries(self.client, *(args if count is None else (*args, "COUNT", count)))
-
-    @_redis_errors
     def length(self) -> int:
         """XLEN (0 for a missing stream)."""
-        return int(self.client.xlen(self.key))
+        return int(self._run(_plans.length(self.key)))
 
-    @_redis_errors
     def trim_maxlen(self, n: int, approximate: bool = True) -> int:
         """XTRIM MAXLEN [~] n; returns how many entries were deleted."""
-        codec.validate_int(n, "maxlen")
-        return int(self.client.xtrim(self.key, maxlen=n, approximate=approximate))
+        return int(self._run(_plans.trim_maxlen(self.key, n, approximate)))
 
-    @_redis_errors
     def trim_minid(self, min_id: str, approximate: bool = True) -> int:
         """XTRIM MINID [~] id: delete entries older than ``min_id``; returns the count."""
-        codec.validate_id(min_id, "min_id")
-        return int(self.client.xtrim(self.key, minid=min_id, approximate=approximate))
+        return int(self._run(_plans.trim_minid(self.key, min_id, approximate)))
 
-    @_redis_errors
     def delete_stream(self) -> bool:
         """DEL the stream key with its groups. True if it existed."""
-        return bool(self.client.delete(self.key))
+        return bool(self._run(_plans.delete_stream(self.key)))
 
     # ------------------------------------------------------------ inspection
 
-    def _missing_ok(self, call: Callable[[], R], empty: R) -> R:
-        try:
-            return call()
-        except rex.ResponseError as exc:
-            if is_missing_key(exc):
-                return empty
-            raise translate(exc) from exc
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
-
     def info_stream(self) -> StreamInfo:
         """XINFO STREAM; a missing stream gives ``StreamInfo(exists=False, length=0)``."""
-        raw = self._missing_ok(lambda: read_entries(self.client, "XINFO", "STREAM", self.key), None)
-        return codec.parse_stream_info(self.key, raw)
+        return self._run(_plans.info_stream(self.key))  # type: ignore[no-any-return]
 
     def info_groups(self) -> list[GroupInfo]:
         """XINFO GROUPS; ``[]`` for a missing stream."""
-        empty: list[Any] = []
-        raw = self._missing_ok(lambda: self.client.xinfo_groups(self.key), empty)
-        return codec.parse_groups(raw)
+        return self._run(_plans.info_groups(self.key))  # type: ignore[no-any-return]
 
     def info_consumers(self, group: str) -> list[ConsumerInfo]:
         """XINFO CONSUMERS; ``[]`` for a missing stream or group."""
-        codec.validate_name(group, "group")
-        empty: list[Any] = []
-        raw = self._missing_ok(lambda: self.client.xinfo_consumers(self.key, group), empty)
-        return codec.parse_consumers(raw)
+        return self._run(_plans.info_consumers(self.key, group))  # type: ignore[no-any-return]
 
     def _pending_rows(
         self,
@@ -682,14 +485,8 @@ class EventStream:
         consumer: str | None,
         min_idle_ms: int | None,
     ) -> list[PendingEntry]:
-        empty: list[Any] = []
-        raw = self._missing_ok(
-            lambda: self.client.xpending_range(
-                self.key, group, start, end, count, consumername=consumer, idle=min_idle_ms
-            ),
-            empty,
-        )
-        return codec.parse_pending_range(raw)
+        op = _plans.pending_rows(self.key, group, start, end, count, consumer, min_idle_ms)
+        return self._run(op)  # type: ignore[no-any-return]
 
     def pending(
         self,
@@ -701,15 +498,8 @@ class EventStream:
         min_idle_ms: int | None = None,
     ) -> list[PendingEntry]:
         """XPENDING's extended form: pending entries with idle time and delivery count."""
-        codec.validate_name(group, "group")
-        codec.validate_range_bound(start, "start")
-        codec.validate_range_bound(end, "end")
-        codec.validate_int(count, "count", minimum=1)
-        if consumer is not None:
-            codec.validate_name(consumer, "consumer")
-        if min_idle_ms is not None:
-            codec.validate_int(min_idle_ms, "min_idle_ms")
-        return self._pending_rows(group, start, end, count, consumer, min_idle_ms)
+        op = _plans.pending(self.key, group, start, end, count, consumer, min_idle_ms)
+        return self._run(op)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ retention (see retention.py)
 
