@@ -29,11 +29,16 @@ def execute(client: Any, step: Op | Batch) -> Any:
         except rex.RedisError as exc:
             raise translate(exc) from exc
         return step.finish(replies)
+    kwargs = step.kwargs
+    if step.node_key is not None and hasattr(client, "get_node_from_key"):
+        kwargs = {**kwargs, "target_nodes": client.get_node_from_key(step.node_key)}
     try:
-        raw = getattr(client, step.method)(*step.args, **step.kwargs)
+        raw = getattr(client, step.method)(*step.args, **kwargs)
     except rex.ResponseError as exc:
         return step.recover(exc)
-    except rex.RedisError as exc:
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        if step.tolerate:
+            return exc
         raise translate(exc) from exc
     return step.finish(raw)
 

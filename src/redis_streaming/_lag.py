@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, Protocol
 
 from . import _codec as codec
 from ._model import GroupInfo, StreamInfo
+from ._ops import Op, raw_command
 
 __all__ = [
     "DEFAULT_LAG_CAP",
@@ -137,6 +138,24 @@ class _Pipe(Protocol):
     def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
     def xrange(self, name: Any, min: Any = ..., max: Any = ..., count: Any = ...) -> Any: ...
+
+
+def hello_op(node_key: str | None = None) -> Op:
+    """HELLO as an op (see :func:`queue_hello`); an error reply is handed over, not raised."""
+    return Op("execute_command", ("HELLO",), tolerate=True, node_key=node_key)
+
+
+def count_ops(
+    key: str, groups: Iterable[GroupInfo], decided: Mapping[str, Lag | None], cap: int
+) -> tuple[list[str], list[Op]]:
+    """One bounded XRANGE op per undecided group: (their names, the ops), in order."""
+    names, ops = [], []
+    for g in groups:
+        if decided.get(g.name) is None:
+            start, end, count = count_range(g, cap)
+            ops.append(raw_command("XRANGE", key, start, end, "COUNT", count, missing=[]))
+            names.append(g.name)
+    return names, ops
 
 
 def queue_hello(pipe: _Pipe) -> None:

@@ -44,12 +44,18 @@ class Op:
     parse: Callable[[Any], Any] | None = None
     busygroup: Any = RAISE
     missing: Any = RAISE
+    #: Any error reply is handed to the plan as the exception object (a probe, like HELLO).
+    tolerate: bool = False
+    #: On a cluster client, send to the node holding this key (a keyless command like HELLO).
+    node_key: str | None = None
 
     def finish(self, raw: Any) -> Any:
         return raw if self.parse is None else self.parse(raw)
 
     def recover(self, exc: BaseException) -> Any:
         """The value an error reply stands for, or raise it as this library's exception."""
+        if self.tolerate:
+            return exc
         if self.busygroup is not RAISE and is_busygroup(exc):
             return self.busygroup
         if self.missing is not RAISE and is_missing_key(exc):

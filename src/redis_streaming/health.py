@@ -34,14 +34,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-import redis.exceptions as rex
-
 from . import _codec as codec
-from . import _lag
+from . import _drive, _lag
 from ._errors import InvalidOption, is_missing_key, translate
-from ._fastpath import read_entries
 from ._lag import DEFAULT_LAG_CAP, Lag
 from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
+from ._ops import Batch, Op, Plan, raw_command
 from .stream import EventStream
 
 logger = logging.getLogger(__name__)
@@ -254,6 +252,77 @@ def reply_or_empty(value: Any, empty: Any) -> Any:
     return value
 
 
+def check_health_plan(
+    key: str,
+    thresholds: HealthThresholds | None,
+    dead_letter_key: str | None,
+    previous: HealthReport | None,
+    lag_cap: int,
+    cluster: bool,
+) -> Plan[HealthReport]:
+    """:func:`check_health` as a plan (see _ops); arguments validated when called."""
+    if thresholds is not None and not isinstance(thresholds, HealthThresholds):
+        raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
+    limits = thresholds or HealthThresholds()
+    cap = _lag.validate_cap(lag_cap)
+    dlq = codec.validate_name(dead_letter_key or key + ":dlq", "dead-letter key")
+    return _check_health(key, limits, dlq, previous, cap, cluster)
+
+
+def _check_health(
+    key: str,
+    limits: HealthThresholds,
+    dlq: str,
+    previous: HealthReport | None,
+    cap: int,
+    cluster: bool,
+) -> Plan[HealthReport]:
+    time_op = Op("time", parse=codec.parse_time_ms)
+    reads = [
+        raw_command("XINFO", "STREAM", key, missing=None),  # first/last entry: read as bytes
+        Op("xinfo_groups", (key,), parse=codec.parse_groups, missing=[]),
+        Op("xlen", (dlq,), parse=int),
+    ]
+    if cluster:  # a cluster pipeline cannot carry TIME or HELLO (no key to route them by)
+        now = yield time_op
+        hello = yield _lag.hello_op(node_key=key)
+        raw_info, groups, dead = yield Batch(reads)
+    else:
+        now, hello, raw_info, groups, dead = yield Batch([time_op, _lag.hello_op(), *reads])
+    info = codec.parse_stream_info(key, raw_info)
+    decided = _lag.resolve(groups, info, _lag.parse_hello(hello))
+    counting: list[str] = []
+    rows: list[Any] = []
+    if groups:
+        counting, ops = _lag.count_ops(key, groups, decided, cap)
+        for g in groups:
+            ops.append(Op("xpending_range", (key, g.name, "-", "+", 1), missing=[]))
+            ops.append(Op("xinfo_consumers", (key, g.name), missing=[]))
+        rows = yield Batch(ops)
+    n = len(counting)
+    lags = _lag.finish(decided, counting, rows[:n], cap)
+    out: list[GroupHealth] = []
+    for i, g in enumerate(groups):
+        pending_rows = codec.parse_pending_range(rows[n + 2 * i])
+        consumers = codec.parse_consumers(rows[n + 2 * i + 1])
+        before = previous.group(g.name) if previous is not None else None
+        oldest = pending_rows[0] if pending_rows else None
+        out.append(
+            classify_group(g, info, oldest, consumers, now, limits, before, lag=lags.get(g.name))
+        )
+    return HealthReport(
+        stream=key,
+        exists=info.exists,
+        length=info.length,
+        last_generated_id=info.last_generated_id,
+        dead_letter_key=dlq,
+        dead_letters=dead,
+        server_time_ms=now,
+        groups=tuple(out),
+        thresholds=limits,
+    )
+
+
 def check_health(
     stream: EventStream,
     thresholds: HealthThresholds | None = None,
@@ -264,76 +333,17 @@ def check_health(
 ) -> HealthReport:
     """Read and classify the stream's health in two pipelined round trips.
 
-    Pass the last report as ``previous`` to detect lag growing over time. A group whose lag the
-    server cannot vouch for has its entries counted, ``lag_cap`` at most (then the lag is a lower
-    bound). Raises RedisUnavailable when the server cannot be reached.
+    Commands: TIME, HELLO, XINFO STREAM, XINFO GROUPS, XLEN of the dead letters; then per group
+    XPENDING (oldest entry), XINFO CONSUMERS and, when the server cannot vouch for the lag, a
+    bounded XRANGE. Pass the last report as ``previous`` to detect lag growing over time. A
+    group whose lag the server cannot vouch for has its entries counted, ``lag_cap`` at most
+    (then the lag is a lower bound). Raises RedisUnavailable when the server cannot be reached.
     """
-    limits = thresholds or HealthThresholds()
-    cap = _lag.validate_cap(lag_cap)
-    dlq = codec.validate_name(dead_letter_key or stream.key + ":dlq", "dead-letter key")
     client = stream.client
-    try:
-        # A cluster pipeline cannot carry TIME or HELLO (no key to route them by): ask apart.
-        cluster = hasattr(client, "get_nodes")
-        pipe = client.pipeline(transaction=False)
-        if not cluster:
-            pipe.time()
-            _lag.queue_hello(pipe)
-        read_entries(pipe, "XINFO", "STREAM", stream.key)  # first/last entry: read as bytes
-        pipe.xinfo_groups(stream.key)
-        pipe.xlen(dlq)
-        replies = pipe.execute(raise_on_error=False)
-        if cluster:
-            replies = [client.time(), _hello_apart(client, stream.key), *replies]
-        t, hello, raw_info, raw_groups, dl = replies
-        for reply in (t, dl):
-            if isinstance(reply, Exception):
-                raise translate(reply)
-        info = codec.parse_stream_info(stream.key, reply_or_empty(raw_info, None))
-        groups = codec.parse_groups(reply_or_empty(raw_groups, []))
-        decided = _lag.resolve(groups, info, _lag.parse_hello(hello))
-        counting: list[str] = []
-        rows: list[Any] = []
-        if groups:
-            pipe = client.pipeline(transaction=False)
-            counting = _lag.queue_counts(pipe, stream.key, groups, decided, cap)
-            for g in groups:
-                pipe.xpending_range(stream.key, g.name, "-", "+", 1)
-                pipe.xinfo_consumers(stream.key, g.name)
-            rows = pipe.execute(raise_on_error=False)
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
-    now = codec.parse_time_ms(t)
-    n = len(counting)
-    lags = _lag.finish(decided, counting, [reply_or_empty(r, []) for r in rows[:n]], cap)
-    out: list[GroupHealth] = []
-    for i, g in enumerate(groups):
-        pending_rows = codec.parse_pending_range(reply_or_empty(rows[n + 2 * i], []))
-        consumers = codec.parse_consumers(reply_or_empty(rows[n + 2 * i + 1], []))
-        before = previous.group(g.name) if previous is not None else None
-        oldest = pending_rows[0] if pending_rows else None
-        out.append(
-            classify_group(g, info, oldest, consumers, now, limits, before, lag=lags.get(g.name))
-        )
-    return HealthReport(
-        stream=stream.key,
-        exists=info.exists,
-        length=info.length,
-        last_generated_id=info.last_generated_id,
-        dead_letter_key=dlq,
-        dead_letters=int(dl),
-        server_time_ms=now,
-        groups=tuple(out),
-        thresholds=limits,
+    plan = check_health_plan(
+        stream.key, thresholds, dead_letter_key, previous, lag_cap, hasattr(client, "get_nodes")
     )
-
-
-def _hello_apart(client: Any, key: str) -> Any:
-    """HELLO to the node holding ``key`` (cluster clients); a failure only means "unknown"."""
-    try:
-        return client.execute_command("HELLO", target_nodes=client.get_node_from_key(key))
-    except (rex.RedisError, rex.RedisClusterException) as exc:
-        return exc
+    return _drive.run(client, plan)  # type: ignore[no-any-return]
 
 
 class HealthMonitor:

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-import redis.exceptions as rex
-
 from . import _codec as codec
-from ._errors import InvalidOption, is_missing_key, translate
-from ._fastpath import read_entries
+from . import _drive
+from ._errors import InvalidOption
 from ._model import GroupInfo
-from .health import reply_or_empty
+from ._ops import Batch, Op, Plan, raw_command
 
 if TYPE_CHECKING:
     from .stream import EventStream
@@ -154,87 +152,64 @@ def lower_id(a: str, b: str) -> str:
     return a if codec.parse_id(a) <= codec.parse_id(b) else b
 
 
-# ------------------------------------------------------------------ I/O part
+# ------------------------------------------------------------------ plans (see _ops)
+# Written once as generators of commands; ``trim_safe``/``retain`` below run them over a sync
+# client, aio.features over an async one.
 
 
-def group_limits(stream: EventStream) -> list[GroupLimit]:
-    """Every group's limit, read in two pipelined round trips."""
-    client = stream.client
-    try:
-        raw = client.xinfo_groups(stream.key)
-    except rex.ResponseError as exc:
-        if is_missing_key(exc):
-            return []
-        raise translate(exc) from exc
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
-    groups = codec.parse_groups(raw)
+def group_limits_plan(key: str) -> Plan[list[GroupLimit]]:
+    """Every group's limit, read in two round trips (XINFO GROUPS, then pipelined XPENDING)."""
+    empty: list[GroupInfo] = []
+    groups: list[GroupInfo] = yield Op(
+        "xinfo_groups", (key,), parse=codec.parse_groups, missing=empty
+    )
     if not groups:
         return []
-    try:
-        pipe = client.pipeline(transaction=False)
-        for g in groups:
-            pipe.xpending(stream.key, g.name)
-        summaries = pipe.execute(raise_on_error=False)
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
+    summaries = yield Batch([Op("xpending", (key, g.name), missing={}) for g in groups])
     out = []
     for g, summary in zip(groups, summaries, strict=True):
-        summary = reply_or_empty(summary, {})
         oldest = summary.get("min") if summary and summary.get("pending") else None
         out.append(group_limit(g, None if oldest is None else codec.to_str(oldest)))
     return out
 
 
-def _count_from(stream: EventStream, start: str, end: str | None, cap: int) -> tuple[int, bool]:
+def _count_from(key: str, start: str, end: str | None, cap: int) -> Plan[tuple[int, bool]]:
     """Entries with start <= ID < end (end None: to the stream's end), counted up to ``cap``."""
     if end is not None and codec.parse_id(end) <= codec.parse_id(start):
         return 0, True
     hi = "+" if end is None else "(" + end
-    try:
-        raw = read_entries(stream.client, "XRANGE", stream.key, start, hi, "COUNT", cap + 1)
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
-    n = len(raw or ())
+    n = yield raw_command("XRANGE", key, start, hi, "COUNT", cap + 1, parse=lambda r: len(r or ()))
     return min(n, cap), n <= cap
 
 
-def trim_safe(
-    stream: EventStream,
-    hard_cap: int | None = None,
-    *,
-    approximate: bool = True,
-    count_cap: int = DEFAULT_COUNT_CAP,
-) -> TrimReport:
-    """Trim entries every group has been delivered and acked; then apply ``hard_cap``.
-
-    ``hard_cap`` (a maximum length) overrides safety: if the stream is still longer, it is
-    trimmed to exactly ``hard_cap`` entries even if a group has not processed them.
-    A stream without groups is left alone (nothing says its entries were consumed).
-    """
+def trim_safe_plan(
+    key: str, hard_cap: int | None, approximate: bool, count_cap: int = DEFAULT_COUNT_CAP
+) -> Plan[TrimReport]:
+    """:func:`trim_safe` as a plan; arguments validated when called."""
     if hard_cap is not None:
         codec.validate_int(hard_cap, "hard_cap")
     codec.validate_int(count_cap, "count_cap", minimum=1)
-    limits = group_limits(stream)
+    return _trim_safe(key, hard_cap, approximate, count_cap)
+
+
+def _trim_safe(
+    key: str, hard_cap: int | None, approximate: bool, count_cap: int
+) -> Plan[TrimReport]:
+    limits = yield from group_limits_plan(key)
     lowest = safe_limit(limits)
     deleted = forced = 0
     min_id: str | None = None
-    try:
-        if lowest is not None:
-            min_id = lowest[0].limit_id
-            deleted = int(stream.client.xtrim(stream.key, minid=min_id, approximate=approximate))
-        length = int(stream.client.xlen(stream.key))
-        if hard_cap is not None and length > hard_cap:
-            forced = int(stream.client.xtrim(stream.key, maxlen=hard_cap, approximate=False))
-            length -= forced
-        first = None
-        if forced:
-            head = read_entries(stream.client, "XRANGE", stream.key, "-", "+", "COUNT", 1)
-            first = codec.to_str(head[0][0]) if head else None
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
+    if lowest is not None:
+        min_id = lowest[0].limit_id
+        deleted = yield Op("xtrim", (key,), {"minid": min_id, "approximate": approximate}, int)
+    length = yield Op("xlen", (key,), parse=int)
+    if hard_cap is not None and length > hard_cap:
+        forced = yield Op("xtrim", (key,), {"maxlen": hard_cap, "approximate": False}, int)
+        length -= forced
     overridden: tuple[str, ...] = ()
     if forced:
+        head = yield raw_command("XRANGE", key, "-", "+", "COUNT", 1)
+        first = codec.to_str(head[0][0]) if head else None
         # A group lost entries if the new head is above its limit (or the stream is now empty).
         overridden = tuple(
             g.name
@@ -243,19 +218,16 @@ def trim_safe(
         )
         logger.warning(
             "hard cap %d on %s removed %d entries beyond the safe limit (groups: %s)",
-            hard_cap,
-            stream.key,
-            forced,
-            ", ".join(overridden) or "-",
-        )
+            hard_cap, key, forced, ", ".join(overridden) or "-",
+        )  # fmt: skip
     held_back, exact = 0, True
     held_by = None
     if lowest is not None:
         held_by = lowest[0].name
         nxt = lowest[1].limit_id if lowest[1] is not None else None
-        held_back, exact = _count_from(stream, lowest[0].limit_id, nxt, count_cap)
+        held_back, exact = yield from _count_from(key, lowest[0].limit_id, nxt, count_cap)
     report = TrimReport(
-        stream=stream.key,
+        stream=key,
         min_id=min_id,
         deleted=deleted + forced,
         remaining=length,
@@ -270,21 +242,78 @@ def trim_safe(
     )
     logger.info(
         "safe trim on %s to %s: %d deleted, %d held back by %s",
-        stream.key,
-        min_id,
-        report.deleted,
-        held_back,
-        held_by,
-    )
+        key, min_id, report.deleted, held_back, held_by,
+    )  # fmt: skip
     return report
+
+
+def server_time_op() -> Op:
+    """TIME as ms: the server's clock, so age limits do not depend on this host's clock."""
+    return Op("time", parse=codec.parse_time_ms)
+
+
+def retain_plan(
+    key: str, max_age: float | timedelta, approximate: bool, safe: bool
+) -> Plan[RetainReport]:
+    """:func:`retain` as a plan; ``max_age`` validated when called."""
+    age_s = max_age_ms(max_age) / 1000.0
+    return _retain(key, max_age, age_s, approximate, safe)
+
+
+def _retain(
+    key: str, max_age: float | timedelta, age_s: float, approximate: bool, safe: bool
+) -> Plan[RetainReport]:
+    min_id = age_min_id((yield server_time_op()), max_age)
+    held_by = None
+    if safe:
+        lowest = safe_limit((yield from group_limits_plan(key)))
+        if lowest is not None and lower_id(lowest[0].limit_id, min_id) != min_id:
+            min_id = lowest[0].limit_id
+            held_by = lowest[0].name
+    deleted = yield Op("xtrim", (key,), {"minid": min_id, "approximate": approximate}, int)
+    remaining = yield Op("xlen", (key,), parse=int)
+    logger.info("retain %.3fs on %s: %d deleted below %s", age_s, key, deleted, min_id)
+    return RetainReport(
+        stream=key,
+        max_age_s=age_s,
+        min_id=min_id,
+        deleted=deleted,
+        remaining=remaining,
+        approximate=approximate,
+        held_by=held_by,
+    )
+
+
+# ------------------------------------------------------------------ sync entry points
+
+
+def group_limits(stream: EventStream) -> list[GroupLimit]:
+    """Every group's limit, read in two pipelined round trips."""
+    return _drive.run(stream.client, group_limits_plan(stream.key))  # type: ignore[no-any-return]
+
+
+def trim_safe(
+    stream: EventStream,
+    hard_cap: int | None = None,
+    *,
+    approximate: bool = True,
+    count_cap: int = DEFAULT_COUNT_CAP,
+) -> TrimReport:
+    """Trim entries every group has been delivered and acked; then apply ``hard_cap``.
+
+    ``hard_cap`` (a maximum length) overrides safety: if the stream is still longer, it is
+    trimmed to exactly ``hard_cap`` entries even if a group has not processed them.
+    A stream without groups is left alone (nothing says its entries were consumed).
+    Commands: XINFO GROUPS, XPENDING per group, XTRIM MINID, XLEN (XTRIM MAXLEN for the cap),
+    XRANGE to count what is held back. Raises RedisUnavailable / ServerError.
+    """
+    plan = trim_safe_plan(stream.key, hard_cap, approximate, count_cap)
+    return _drive.run(stream.client, plan)  # type: ignore[no-any-return]
 
 
 def server_time_ms(stream: EventStream) -> int:
     """The server's clock in ms (so age limits do not depend on this host's clock)."""
-    try:
-        return codec.parse_time_ms(stream.client.time())
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
+    return _drive.run(stream.client, server_time_op())  # type: ignore[no-any-return]
 
 
 def retain(
@@ -297,31 +326,10 @@ def retain(
     """Remove entries produced more than ``max_age`` ago (by their ID's time, server clock).
 
     With ``safe=True`` never go past the safe-trim limit (entries older than ``max_age`` that a
-    group still needs stay).
+    group still needs stay). Commands: TIME, XTRIM MINID, XLEN (and trim_safe's reads).
     """
-    age_s = max_age_ms(max_age) / 1000.0
-    min_id = age_min_id(server_time_ms(stream), max_age)
-    held_by = None
-    if safe:
-        lowest = safe_limit(group_limits(stream))
-        if lowest is not None and lower_id(lowest[0].limit_id, min_id) != min_id:
-            min_id = lowest[0].limit_id
-            held_by = lowest[0].name
-    try:
-        deleted = int(stream.client.xtrim(stream.key, minid=min_id, approximate=approximate))
-        remaining = int(stream.client.xlen(stream.key))
-    except rex.RedisError as exc:
-        raise translate(exc) from exc
-    logger.info("retain %.3fs on %s: %d deleted below %s", age_s, stream.key, deleted, min_id)
-    return RetainReport(
-        stream=stream.key,
-        max_age_s=age_s,
-        min_id=min_id,
-        deleted=deleted,
-        remaining=remaining,
-        approximate=approximate,
-        held_by=held_by,
-    )
+    plan = retain_plan(stream.key, max_age, approximate, safe)
+    return _drive.run(stream.client, plan)  # type: ignore[no-any-return]
 
 
 def describe_limits(limits: Sequence[GroupLimit]) -> str:

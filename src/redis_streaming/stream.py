@@ -13,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _drive, _fastpath, _plans, _produce
+from . import _drive, _fastpath, _plans, _produce, retention
 from ._backoff import Backoff
 from ._errors import (
     translate,
@@ -33,9 +33,7 @@ from ._model import (
     StreamInfo,
     StreamStats,
 )
-
-if TYPE_CHECKING:
-    from .retention import RetainReport, TrimReport
+from .retention import RetainReport, TrimReport
 
 logger = logging.getLogger(__name__)
 
@@ -508,9 +506,9 @@ class EventStream:
 
         Returns a report naming the group that held the trim back and by how many entries.
         """
-        from .retention import trim_safe
-
-        return trim_safe(self, hard_cap, approximate=approximate)
+        return _drive.run(  # type: ignore[no-any-return]
+            self.client, retention.trim_safe_plan(self.key, hard_cap, approximate)
+        )
 
     def retain(
         self, max_age: float | timedelta, *, approximate: bool = True, safe: bool = False
@@ -519,6 +517,6 @@ class EventStream:
 
         ``safe=True`` never removes what a group still needs.
         """
-        from .retention import retain
-
-        return retain(self, max_age, approximate=approximate, safe=safe)
+        return _drive.run(  # type: ignore[no-any-return]
+            self.client, retention.retain_plan(self.key, max_age, approximate, safe)
+        )
