@@ -11,12 +11,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-import redis.exceptions as rex
-
 from . import _codec as codec
-from ._errors import InvalidName, translate
-from ._fastpath import read_entries
+from . import _drive
+from ._errors import InvalidName
 from ._model import Entry, UndecodableEntry
+from ._ops import Batch, Op, Plan, raw_command
 from .stream import EventStream, now_ms
 
 logger = logging.getLogger(__name__)
@@ -113,6 +112,111 @@ def original_pairs(letter: Entry) -> list[tuple[Any, Any]]:
     ]
 
 
+# ---------------------------------------------------------------- plans (see _ops)
+# Written once; DeadLetters below runs them over a sync client, AsyncDeadLetters over an async one.
+
+
+def send_plan(
+    stream_key: str,
+    key: str,
+    group: str,
+    consumer: str,
+    entry: Entry,
+    deliveries: int,
+    error: str | None,
+    reason: str,
+) -> Plan[str]:
+    fields = dead_letter_fields(
+        entry.raw if isinstance(entry, UndecodableEntry) else entry.fields,
+        original_id=entry.id,
+        group=group,
+        consumer=consumer,
+        deliveries=deliveries,
+        reason=reason,
+        error=error,
+    )
+    return _send(stream_key, key, group, entry, fields, deliveries, error, reason)
+
+
+def _send(
+    stream_key: str,
+    key: str,
+    group: str,
+    entry: Entry,
+    fields: Mapping[Any, Any],
+    deliveries: int,
+    error: str | None,
+    reason: str,
+) -> Plan[str]:
+    new_id, _acked = yield Batch(
+        [Op("xadd", (key, fields)), Op("xack", (stream_key, group, entry.id))], transaction=True
+    )
+    logger.warning(
+        "dead-lettered %s on %s/%s after %d deliveries (%s): %s",
+        entry.id, stream_key, group, deliveries, reason, error,
+    )  # fmt: skip
+    return codec.to_str(new_id)
+
+
+def record_trimmed_plan(
+    stream_key: str, key: str, group: str, consumer: str, ids: Sequence[str]
+) -> Plan[list[str]]:
+    ops = [
+        Op("xadd", (key, dead_letter_fields(
+            None, original_id=entry_id, group=group, consumer=consumer, deliveries=0,
+            reason=REASON_TRIMMED, error=None,
+        )))
+        for entry_id in ids
+    ]  # fmt: skip
+    replies = yield Batch([*ops, Op("xack", (stream_key, group, *ids))], transaction=True)
+    logger.warning(
+        "%d pending entries on %s/%s were trimmed before processing: %s",
+        len(ids), stream_key, group, ", ".join(ids[:10]),
+    )  # fmt: skip
+    return [codec.to_str(x) for x in replies[:-1]]
+
+
+def list_op(key: str, start: str, end: str, count: int | None) -> Op:
+    codec.validate_range_bound(start, "start")
+    codec.validate_range_bound(end, "end")
+    if count is not None:
+        codec.validate_int(count, "count", minimum=1)
+    args: tuple[Any, ...] = ("XRANGE", key, start, end)
+    if count is not None:
+        args += ("COUNT", count)
+    return raw_command(*args, parse=codec.parse_entries)
+
+
+def redrive_plan(
+    stream_key: str,
+    key: str,
+    ids: Iterable[str] | None,
+    start: str,
+    end: str,
+    count: int | None,
+) -> Plan[list[str]]:
+    if ids is not None:
+        wanted = [codec.validate_id(i, "dead-letter ID") for i in ids]
+        return _redrive(stream_key, key, [list_op(key, i, i, 1) for i in wanted])
+    return _redrive(stream_key, key, [list_op(key, start, end, count)])
+
+
+def _redrive(stream_key: str, key: str, reads: list[Op]) -> Plan[list[str]]:
+    letters = [e for found in (yield Batch(reads)) for e in found] if reads else []
+    if not letters:
+        return []
+    ops = []
+    for letter in letters:
+        pairs = original_pairs(letter)
+        if pairs:  # a trimmed-payload record has no event to put back
+            ops.append(Op("xadd", (stream_key, dict(pairs))))
+        ops.append(Op("xdel", (key, letter.id)))
+    results = yield Batch(ops, transaction=True)
+    new_ids = [codec.to_str(r) for r, op in zip(results, ops, strict=True) if op.method == "xadd"]
+    logger.info("redrove %d dead letters from %s to %s", len(new_ids), key, stream_key)
+    return new_ids
+
+
 class DeadLetters:
     """The dead-letter stream of one EventStream (default key ``<stream>:dlq``)."""
 
@@ -132,33 +236,15 @@ class DeadLetters:
         error: str | None,
         reason: str = REASON_FAILED,
     ) -> str:
-        """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID."""
-        fields = dead_letter_fields(
-            entry.raw if isinstance(entry, UndecodableEntry) else entry.fields,
-            original_id=entry.id,
-            group=group,
-            consumer=consumer,
-            deliveries=deliveries,
-            reason=reason,
-            error=error,
+        """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID.
+
+        Commands: MULTI, XADD (dead-letter key), XACK (stream), EXEC. Raises
+        RedisUnavailable or ServerError; then nothing was written and the entry stays pending.
+        """
+        plan = send_plan(
+            self.stream.key, self.key, group, consumer, entry, deliveries, error, reason
         )
-        try:
-            pipe = self.stream.client.pipeline(transaction=True)
-            pipe.xadd(self.key, fields)
-            pipe.xack(self.stream.key, group, entry.id)
-            new_id, _acked = pipe.execute()
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
-        logger.warning(
-            "dead-lettered %s on %s/%s after %d deliveries (%s): %s",
-            entry.id,
-            self.stream.key,
-            group,
-            deliveries,
-            reason,
-            error,
-        )
-        return codec.to_str(new_id)
+        return _drive.run(self.stream.client, plan)  # type: ignore[no-any-return]
 
     def record_trimmed(self, group: str, consumer: str, ids: Sequence[str]) -> list[str]:
         """Record IDs whose payload was trimmed unprocessed, and XACK them, in one MULTI/EXEC.
@@ -168,55 +254,16 @@ class DeadLetters:
         """
         if not ids:
             return []
-        try:
-            pipe = self.stream.client.pipeline(transaction=True)
-            for entry_id in ids:
-                pipe.xadd(
-                    self.key,
-                    dead_letter_fields(
-                        None,
-                        original_id=entry_id,
-                        group=group,
-                        consumer=consumer,
-                        deliveries=0,
-                        reason=REASON_TRIMMED,
-                        error=None,
-                    ),
-                )
-            pipe.xack(self.stream.key, group, *ids)
-            out = [codec.to_str(x) for x in pipe.execute()[:-1]]
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
-        logger.warning(
-            "%d pending entries on %s/%s were trimmed before processing: %s",
-            len(ids),
-            self.stream.key,
-            group,
-            ", ".join(ids[:10]),
-        )
-        return out
+        plan = record_trimmed_plan(self.stream.key, self.key, group, consumer, ids)
+        return _drive.run(self.stream.client, plan)  # type: ignore[no-any-return]
 
     def length(self) -> int:
-        """How many dead letters are stored."""
-        try:
-            return int(self.stream.client.xlen(self.key))
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
+        """How many dead letters are stored (XLEN)."""
+        return int(_drive.run(self.stream.client, Op("xlen", (self.key,), parse=int)))
 
     def list(self, start: str = "-", end: str = "+", count: int | None = 100) -> list[Entry]:
-        """Dead letters from ``start`` to ``end``, oldest first."""
-        codec.validate_range_bound(start, "start")
-        codec.validate_range_bound(end, "end")
-        if count is not None:
-            codec.validate_int(count, "count", minimum=1)
-        try:
-            args: tuple[Any, ...] = ("XRANGE", self.key, start, end)
-            if count is not None:
-                args += ("COUNT", count)
-            raw = read_entries(self.stream.client, *args)
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
-        return codec.parse_entries(raw)
+        """Dead letters from ``start`` to ``end``, oldest first (XRANGE)."""
+        return _drive.run(self.stream.client, list_op(self.key, start, end, count))  # type: ignore[no-any-return]
 
     def redrive(
         self,
@@ -228,31 +275,9 @@ class DeadLetters:
     ) -> builtins.list[str]:
         """Move dead letters back onto the main stream (all, by ID, or by range).
 
-        Each page is one MULTI/EXEC of XADD to the stream plus XDEL here, so an entry is
+        Each call is one MULTI/EXEC of XADD to the stream plus XDEL here, so an entry is
         never both lost and never in both places. Trimmed-payload records carry no event and
         are removed without being re-added. Returns the new IDs on the main stream.
         """
-        if ids is not None:
-            wanted = [codec.validate_id(i, "dead-letter ID") for i in ids]
-            letters = [e for i in wanted for e in self.list(i, i, 1)]
-        else:
-            letters = self.list(start, end, count)
-        if not letters:
-            return []
-        try:
-            pipe = self.stream.client.pipeline(transaction=True)
-            movable = []
-            for letter in letters:
-                pairs = original_pairs(letter)
-                if pairs:  # a trimmed-payload record has no event to put back
-                    pipe.xadd(self.stream.key, dict(pairs))
-                    movable.append(letter.id)
-                pipe.xdel(self.key, letter.id)
-            results = pipe.execute()
-        except rex.RedisError as exc:
-            raise translate(exc) from exc
-        new_ids = [codec.to_str(r) for r in results if isinstance(r, (bytes, str))]
-        logger.info(
-            "redrove %d dead letters from %s to %s", len(new_ids), self.key, self.stream.key
-        )
-        return new_ids
+        plan = redrive_plan(self.stream.key, self.key, ids, start, end, count)
+        return _drive.run(self.stream.client, plan)  # type: ignore[no-any-return]
