@@ -60,6 +60,18 @@ def test_one_sample_per_step_and_a_window() -> None:
     assert h.span_s() == 10
 
 
+def test_the_x_axis_grows_with_the_samples() -> None:
+    clock = Clock()
+    h = ChartHistory(window_s=300, clock=clock)
+    h.record(doc(0, {}))
+    spans = {}
+    for age in (5, 41, 59, 61, 100, 299, 400):
+        clock.now = 1000.0 + age
+        h.record(doc(0, {}))
+        spans[age] = h.span_s()
+    assert spans == {5: 30, 41: 50, 59: 60, 61: 90, 100: 120, 299: 300, 400: 300}
+
+
 def test_rates_per_second_per_group() -> None:
     clock = Clock()
     h = ChartHistory(clock=clock)
@@ -69,9 +81,10 @@ def test_rates_per_second_per_group() -> None:
     lines = series(h, "rates")
     assert set(lines) == {"produced", "processed by g", "processed by h"}
     last = {title: points[-1] for title, points in lines.items()}
-    assert last["produced"] == (-1.0, 2.0)
-    assert last["processed by g"] == (-1.0, 2.0)
-    assert last["processed by h"] == (-1.0, 1.0)
+    assert last["produced"] == (0.0, 2.0)
+    assert last["processed by g"] == (0.0, 2.0)
+    assert last["processed by h"] == (0.0, 1.0)
+    assert lines["produced"][0] == (-8.0, 2.0)  # the first sample has no rate yet
 
 
 def test_a_removed_consumer_is_no_negative_rate_and_clear_forgets() -> None:

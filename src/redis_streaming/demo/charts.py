@@ -138,10 +138,12 @@ class ChartHistory:
             return self._clock(), list(self._samples), self._version
 
     def span_s(self) -> int:
-        """The x axis' width: the samples' age rounded up to 30 s, from 60 s to the window."""
-        now, samples, _ = self._snapshot()
-        age = now - samples[0].t if samples else 0.0
-        return int(min(self.window_s, max(60, -(-age // 30) * 30)))
+        """The x axis' width: the time the samples cover, rounded up (to 10 s within the first
+        minute, then to 30 s), at least 30 s and at most the window."""
+        _, samples, _ = self._snapshot()
+        age = samples[-1].t - samples[0].t if samples else 0.0
+        unit = 10 if age <= 60 else 30
+        return int(min(self.window_s, max(30, -(-age // unit) * unit)))
 
     # ------------------------------------------------------------ series
 
@@ -155,8 +157,10 @@ class ChartHistory:
     def series(
         self, name: ChartName
     ) -> list[tuple[str, str, list[tuple[float, float] | None]]]:
-        """(title, color, points) per line: x is seconds before now (<= 0), None breaks a line."""
-        now, samples, _ = self._snapshot()
+        """(title, color, points) per line: x is seconds before the newest sample (<= 0), so
+        both charts drawn from one set of samples agree; None breaks a line."""
+        _, samples, _ = self._snapshot()
+        now = samples[-1].t if samples else 0.0
         groups = self._groups(samples)
         colors = {g: _GROUP_COLORS[i % len(_GROUP_COLORS)] for i, g in enumerate(groups)}
 

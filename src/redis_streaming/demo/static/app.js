@@ -168,7 +168,7 @@ function consumerCard(group, name) {
   });
   crashBtn.addEventListener("click", () => {
     post("/crash", { group, name, count: 3 }, result).then((r) => {
-      if (r) report(result, `will drop its next ${r.crash_queued} deliveries without acking`);
+      if (r) report(result, `crash asked: drops its next ${r.crash_queued} deliveries unacked`);
     });
   });
   removeBtn.addEventListener("click", () => {
@@ -560,15 +560,16 @@ function wire() {
         report(out, `claimed 0 into ${target}: ${nothingClaimedWhy(group, r)}`, "warn");
         return;
       }
-      const deleted = r.deleted.length ? r.deleted.join(", ") : "none";
+      const deleted = r.deleted.length
+        ? r.deleted.flatMap((id, i) => (i ? [", ", idEl(id)] : [idEl(id)])) : ["none"];
       const more = [];
       if (r.dropped) more.push(`dropped ${r.dropped}`);
       if (r.failed) more.push(`failed ${r.failed}`);
       if (r.dead_lettered) more.push(`dead-lettered ${r.dead_lettered}`);
-      report(out, `claimed ${r.claimed}, processed ${r.processed}` +
+      report(out, [`claimed ${r.claimed}, processed ${r.processed}` +
         (more.length ? `, ${more.join(", ")}` : "") +
-        ` into ${target}; deleted IDs (trimmed before anyone handled them): ${deleted} ` +
-        `(min idle ${secs(r.min_idle_ms)})`);
+        ` into ${target}; deleted IDs (trimmed before anyone handled them): `, ...deleted,
+        ` (min idle ${secs(r.min_idle_ms)})`]);
     });
   });
   $("replay-form").addEventListener("submit", (event) => {
