@@ -1,8 +1,9 @@
-"""Producer rounds that never store an event twice: MULTI/EXEC per round trip, a commit marker,
-and an exact answer after a dropped connection.
+"""Producer rounds that never store an event twice: MULTI/EXEC per slice, a commit marker,
+and an exact answer after a dropped connection. Written once, as a plan (see _ops).
 
-It must not validate or pack events (that is _codec and _fastpath), and it never sends a round
-again unless it has proved that the server did not commit it.
+It must not validate or pack events (that is _codec and _fastpath), it does no I/O (the sync
+driver is _produce_io, the async one aio/_produce_io), and it never sends a round again unless
+it has proved that the server did not commit it.
 
 A round is ``CLIENT ID`` (first use of a socket only), ``MULTI``, its XADDs, a one-line script
 that writes the round's last ID to a marker key (same hash slot, expires after
@@ -24,16 +25,14 @@ unknown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import hiredis
-import redis
 import redis.exceptions as rex
 
 from . import _fastpath as fp
@@ -96,21 +95,24 @@ class Round:
 _MAX_BULK: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def max_bulk(client: Any) -> int:
-    """The server's proto-max-bulk-len, read once per connection pool (CONFIG GET)."""
-    pool = getattr(client, "connection_pool", client)
+def cached_max_bulk(pool: Any) -> int | None:
+    """The server's proto-max-bulk-len remembered for this connection pool, if asked before."""
     try:
         return _MAX_BULK[pool]
     except (KeyError, TypeError):
-        pass
+        return None
+
+
+def remember_max_bulk(pool: Any, reply: Any) -> int:
+    """Parse CONFIG GET proto-max-bulk-len (an exception: refused or renamed) and cache it."""
     limit = DEFAULT_MAX_BULK
-    try:
-        reply = client.config_get("proto-max-bulk-len")
-        value = next(iter(reply.values()), None) if reply else None
-        if value is not None:
-            limit = int(value)
-    except (rex.RedisError, ValueError, TypeError):  # CONFIG renamed or refused: the default
-        pass
+    if not isinstance(reply, BaseException):
+        try:
+            value = next(iter(reply.values()), None) if reply else None
+            if value is not None:
+                limit = int(value)
+        except (ValueError, TypeError, AttributeError):
+            pass
     with contextlib.suppress(TypeError):  # a pool that cannot be weakly referenced
         _MAX_BULK[pool] = limit
     return limit
@@ -134,40 +136,106 @@ def check_sizes(events: Sequence[object], limit: int, label: str = "batch item {
                         )
 
 
-# ---------------------------------------------------------------- one round trip
+# ---------------------------------------------------------------- building rounds
 
 
-def supported(client: object) -> bool:
-    """True for the clients rounds can be written through: redis.Redis and RedisCluster."""
-    return isinstance(client, (redis.Redis, redis.RedisCluster))
+def _slices(count: int, size: int) -> list[int]:
+    """How many commands each buffer of iter_packed(..., size) holds for ``count`` events."""
+    return [min(size, count - i) for i in range(0, count, size)]
 
 
-def _node_client(client: Any, key: str) -> redis.Redis:
-    """The redis.Redis to write ``key`` through: the client, or its cluster node's client."""
-    if isinstance(client, redis.Redis):
-        return client
-    node = client.get_node_from_key(key)
-    return client.get_redis_connection(node)  # type: ignore[no-any-return]
+def build_rounds(
+    key: str,
+    batch: Sequence[Any],
+    ts_ms: int,
+    cap: int | None,
+    approximate: bool,
+    limit: int,
+) -> list[Round]:
+    """produce_batch's rounds for ``batch`` (validated whole before anything is sent).
+
+    A batch of plain events is packed slice by slice while earlier slices are on the wire;
+    any other batch is validated and packed in one pass first. Raises InvalidEvent.
+    """
+    step = fp.XADD_ROUND
+    rounds: list[Round] = []
+    if fp.plain(batch, limit):
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            writes = functools.partial(
+                fp.iter_packed, key, chunk, ts_ms, cap, approximate, fp.XADD_WRITE
+            )
+            rounds.append(
+                Round(
+                    key,
+                    range(start, start + len(chunk)),
+                    writes,
+                    _slices(len(chunk), fp.XADD_WRITE),
+                )
+            )
+        return rounds
+    check_sizes(batch, limit)
+    buffers, count = fp.pack_events(key, batch, ts_ms, cap, approximate)
+    for n, buffer in enumerate(buffers):
+        start = n * step
+        rounds.append(Round(key, range(start, min(start + step, count)), (buffer,).__iter__))
+    return rounds
 
 
-def _connection(node: redis.Redis) -> tuple[Any, int]:
-    """A pooled connection and the server's client ID for its socket (asked once per socket)."""
-    conn: Any = fp.get_connection(node.connection_pool)
-    try:
-        if getattr(conn, "_sock", None) is None:
-            conn.connect()
-        if getattr(conn, "_rs_sock", None) is not conn._sock:
-            conn.send_packed_command([_CLIENT_ID], check_health=False)
-            [cid] = fp.read_replies(conn, 1)
-            conn._rs_sock, conn._rs_id = conn._sock, int(cid)
-    except BaseException:
-        conn.disconnect()
-        node.connection_pool.release(conn)
-        raise
-    return conn, conn._rs_id
+# ---------------------------------------------------------------- what the drivers do
 
 
-class _Cut(Exception):
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Write ``parts`` in order on a connection to the node of ``key`` (whose server-side
+    CLIENT ID the driver knows) and read ``replies`` replies, error replies as objects.
+
+    On a connection failure the driver raises :class:`Cut` saying whether any part was
+    written and the connection's client ID.
+    """
+
+    key: str
+    parts: Iterable[bytes]
+    replies: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A plain round trip to the node of ``key`` (fast-path roundtrip): ``replies`` replies."""
+
+    key: str
+    payload: bytes
+    replies: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait ``seconds`` before the next attempt (time.sleep / asyncio.sleep)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reroute:
+    """Re-read a cluster's slot map (after MOVED)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OneKey:
+    """Cluster only: send the round's XADDs after the first ``skip`` as one single-key script,
+    to the ASK target or the key's node (a slot being migrated); replies the IDs."""
+
+    rnd: Round
+    error: rex.ResponseError
+    skip: int
+
+
+Step = Exchange | Ask | Pause | Reroute | OneKey
+
+
+class Cut(Exception):
+    """An Exchange's connection failed; ``sent``: at least one part had been written."""
+
     def __init__(self, sent: bool, client_id: int, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.sent = sent
@@ -175,27 +243,40 @@ class _Cut(Exception):
         self.cause = cause
 
 
-def _send(node: redis.Redis, rnd: Round, marker: str, skip: int) -> list[list[Any]]:
+class Unknown(Exception):
+    """The round may or may not be stored (a cut that could not be settled)."""
+
+
+class _NotStored(Exception):
+    """The round is certainly not stored and may not be retried any more."""
+
+
+class _Partial(Exception):
+    """A round failed after ``done`` (its first slices' replies) were settled."""
+
+    def __init__(self, done: list[list[Any]], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.done = done
+        self.cause = cause
+
+
+_MIGRATING = (rex.AskError, rex.TryAgainError)
+_REROUTE = (rex.MovedError, rex.AskError, rex.TryAgainError, rex.ClusterDownError)
+_CONNECTION = (OSError, rex.ConnectionError, rex.TimeoutError)
+
+Plan = Generator[Step, Any, Any]
+
+
+# ---------------------------------------------------------------- one round
+
+
+def _send(rnd: Round, marker: str, skip: int) -> Plan:
     """Send the round's slices from slice ``skip`` on, each as MULTI ... EXEC; returns the
     XADD replies of each slice (an error reply aborts that slice, nothing of it stored)."""
     tail = fp.pack_command(("EVAL", _MARK, "2", rnd.key, marker, str(MARKER_TTL_MS))) + _EXEC
-    conn, cid = _connection(node)
     sizes = rnd.sizes[skip:]
-    sent = False  # True once one slice's EXEC is written: from then on, settle before resending
-    try:
-        for n, part in enumerate(rnd.writes()):
-            if n >= skip:
-                conn.send_packed_command([_MULTI + part + tail], check_health=False)
-                sent = True
-        replies = fp.read_replies(conn, sum(sizes) + 3 * len(sizes))
-    except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
-        conn.disconnect()
-        raise _Cut(sent, cid, exc) from exc
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        node.connection_pool.release(conn)
+    parts = (_MULTI + part + tail for n, part in enumerate(rnd.writes()) if n >= skip)
+    replies = yield Exchange(rnd.key, parts, sum(sizes) + 3 * len(sizes))
     out: list[list[Any]] = []
     at = 0
     for size in sizes:
@@ -213,19 +294,17 @@ def _send(node: redis.Redis, rnd: Round, marker: str, skip: int) -> list[list[An
     return out
 
 
-def _resolve(
-    node: redis.Redis, rnd: Round, marker: str, client_id: int
-) -> tuple[list[list[str]], bool]:
+def _resolve(rnd: Round, marker: str, client_id: int) -> Plan:
     """After a cut: the IDs of every slice committed so far (in order), and whether the rest
     is provably not committed (False when CLIENT KILL was refused)."""
     kill = fp.pack_command(("CLIENT", "KILL", "ID", str(client_id)))
-    killed, lasts = fp.roundtrip(node, kill + fp.pack_command(("LRANGE", marker, "0", "-1")), 2)
+    killed, lasts = yield Ask(rnd.key, kill + fp.pack_command(("LRANGE", marker, "0", "-1")), 2)
     sure = not isinstance(killed, rex.ResponseError)
     done: list[list[str]] = []
     for size, last in zip(rnd.sizes, lasts or [], strict=False):
         last_id = fp.text(last)
-        [rows] = fp.roundtrip(
-            node, fp.pack_command(("XREVRANGE", rnd.key, last_id, "-", "COUNT", str(size))), 1
+        [rows] = yield Ask(
+            rnd.key, fp.pack_command(("XREVRANGE", rnd.key, last_id, "-", "COUNT", str(size))), 1
         )
         ids = [fp.text(row[0]) for row in reversed(rows or [])]
         if len(ids) != size or ids[-1] != last_id:
@@ -234,81 +313,87 @@ def _resolve(
     return done, sure
 
 
-# ---------------------------------------------------------------- a slot being migrated
-
-# MULTI cannot follow an ASK redirect (ASKING would be queued, not applied), so a round whose
-# slot is half moved goes to the importing node as ASKING + one script with the same XADDs:
-# still atomic, but with a single key (a marker key would not exist there yet, and a
-# multi-key command on an importing slot gets TRYAGAIN). A cut after it was sent cannot be
-# settled, so it is reported as unknown, never sent again.
-_REPLAY = (
-    "local ids, i = {}, 1 "
-    "while i <= #ARGV do local n = tonumber(ARGV[i]) "
-    "ids[#ids + 1] = redis.call('XADD', KEYS[1], unpack(ARGV, i + 1, i + n)) "
-    "i = i + n + 1 end return ids"
-)
-
-
-def _commands(rnd: Round, skip: int = 0) -> list[list[bytes]]:
-    """The round's XADD commands after the first ``skip``, parsed back from their bytes."""
-    reader = hiredis.Reader()
-    for part in rnd.writes():
-        reader.feed(part)
-    out = []
-    while (cmd := reader.gets()) is not False:
-        out.append(cmd)
-    return out[skip:]
+def _settle(
+    rnd: Round, marker: str, cut: Cut, retries: int, backoff: Backoff, done: list[list[Any]]
+) -> Plan:
+    """Find out which slices of a cut round were committed; returns their replies."""
+    for attempt in range(retries + 1):
+        try:
+            committed, sure = yield from _resolve(rnd, marker, cut.client_id)
+        except RuntimeError as exc:
+            raise _Partial(done, Unknown(str(exc))) from cut.cause
+        except (rex.RedisError, OSError) as exc:
+            if attempt >= retries:
+                message = f"{cut.cause}; then could not check the outcome: {exc}"
+                raise _Partial(done, Unknown(message)) from exc
+            yield Pause(backoff.delay(attempt))
+            continue
+        if not sure and len(committed) < len(rnd.sizes):
+            raise _Partial(
+                [list(ids) for ids in committed],
+                Unknown("CLIENT KILL refused: the old connection may still commit"),
+            )
+        return [list(ids) for ids in committed]
+    raise _Partial(done, Unknown(str(cut.cause)))  # pragma: no cover
 
 
-def _ask_target(client: Any, error: rex.AskError) -> redis.Redis:
-    node = client.get_node(host=error.host, port=error.port)
-    if node is None:
-        client.nodes_manager.initialize()
-        node = client.get_node(host=error.host, port=error.port)
-    if node is None:
-        raise error
-    return client.get_redis_connection(node)  # type: ignore[no-any-return]
-
-
-def _send_one_key(client: Any, rnd: Round, error: rex.ResponseError, skip: int) -> list[Any]:
-    """The round as ASKING (after ASK) + a single-key script (see _REPLAY)."""
-    asking = isinstance(error, rex.AskError)
-    node = _ask_target(client, error) if asking else _node_client(client, rnd.key)  # type: ignore[arg-type]
-    argv: list[bytes | str] = []
-    for cmd in _commands(rnd, skip):
-        args = cmd[2:]  # drop XADD and the key
-        argv += [str(len(args)), *args]
-    payload = fp.pack_command(("EVAL", _REPLAY, "1", rnd.key, *argv))
-    if asking:
-        payload = fp.pack_command(("ASKING",)) + payload
-    try:
-        replies = fp.roundtrip(node, payload, 2 if asking else 1)
-    except fp.Interrupted as exc:
-        if exc.sent:
-            raise _Unknown(f"cut while writing to a migrating slot: {exc}") from exc
-        raise
-    ids = replies[-1]
-    if isinstance(ids, rex.ResponseError):
-        raise ids
-    return [x if type(x) is str else fp.text(x) for x in ids]
-
-
-_MIGRATING = (rex.AskError, rex.TryAgainError)
-_REROUTE = (rex.MovedError, rex.AskError, rex.TryAgainError, rex.ClusterDownError)
+def _write_round(rnd: Round, retries: int, backoff: Backoff, cluster: bool) -> Plan:
+    attempt = 0
+    marker = marker_key(rnd.key, os.urandom(12).hex())
+    done: list[list[Any]] = []  # replies of the slices known to be settled, in order
+    while True:
+        cut: Cut | None = None
+        try:
+            replies = yield from _send(rnd, marker, len(done))
+            # A slice aborted by a redirect (MOVED, ASK...): keep what came before, follow it.
+            moved = next(
+                (i for i, part in enumerate(replies) if part and isinstance(part[0], _REROUTE)),
+                None,
+            )
+            done += replies if moved is None else replies[:moved]
+            if moved is not None:
+                raise replies[moved][0]
+        except Cut as exc:
+            cut = exc
+        except rex.ResponseError as exc:
+            if isinstance(exc, _MIGRATING) and cluster:
+                try:
+                    rest = yield OneKey(rnd, exc, sum(rnd.sizes[: len(done)]))
+                    return [r for part in done for r in part] + rest
+                except Unknown as unsure:
+                    raise _Partial(done, unsure) from unsure
+                except rex.ResponseError as again:
+                    exc = again
+                except _CONNECTION:
+                    pass  # not sent (an unknown outcome raised Unknown): retry the round
+            if not isinstance(exc, _REROUTE) or attempt >= retries:
+                raise _Partial(done, exc) from exc
+            if isinstance(exc, rex.MovedError):
+                yield Reroute()
+        else:
+            return done[0] if len(done) == 1 else [r for part in done for r in part]
+        if cut is not None and cut.sent:
+            done = yield from _settle(rnd, marker, cut, retries, backoff, done)
+            if len(done) == len(rnd.sizes):
+                return [r for part in done for r in part]
+        if cut is not None and attempt >= retries:
+            raise _Partial(done, _NotStored(str(cut.cause)))
+        delay = backoff.delay(attempt)
+        attempt += 1
+        logger.warning(
+            "XADD round of %d to %s cut with %d of %d slices committed; the rest again "
+            "(%d/%d) in %.2fs",
+            rnd.count, rnd.key, len(done), len(rnd.sizes), attempt, retries, delay,
+        )  # fmt: skip
+        yield Pause(delay)
 
 
 # ---------------------------------------------------------------- a whole batch
 
 
-def write_rounds(
-    client: Any,
-    rounds: Sequence[Round],
-    total: int,
-    *,
-    retries: int,
-    backoff: Backoff,
-    on_moved: Callable[[], None] | None = None,
-) -> list[str]:
+def write_rounds_plan(
+    rounds: Sequence[Round], total: int, *, retries: int, backoff: Backoff, cluster: bool
+) -> Plan:
     """Write every round in order; returns all IDs in batch order.
 
     Raises ProduceError when a round fails and what it stored cannot be proved; ServerError
@@ -317,14 +402,14 @@ def write_rounds(
     stored: dict[int, str] = {}
     for rnd in rounds:
         try:
-            ids = _write_round(client, rnd, retries, backoff, on_moved)
+            ids = yield from _write_round(rnd, retries, backoff, cluster)
         except _Partial as exc:
             settled = [r for part in exc.done for r in part]
             for index, entry_id in zip(rnd.indexes, settled, strict=False):
                 if not isinstance(entry_id, Exception):
                     stored[index] = entry_id
             cause = exc.cause
-            unknown = rnd.indexes[len(settled) :] if isinstance(cause, _Unknown) else range(0)
+            unknown = rnd.indexes[len(settled) :] if isinstance(cause, Unknown) else range(0)
             if not stored and not unknown and isinstance(cause, rex.RedisError):
                 raise translate(cause) from cause
             raise ProduceError.build(total, stored, unknown, cause) from cause
@@ -349,116 +434,3 @@ def write_rounds(
                 raise ServerError(f"XADD to {rnd.key} refused: {refused}; nothing stored")
             raise ProduceError.build(total, stored, range(0), refused)
     return [stored[i] for i in range(total)]
-
-
-class _Unknown(Exception):
-    """The round may or may not be stored."""
-
-
-class _NotStored(Exception):
-    """The round is certainly not stored and may not be retried any more."""
-
-
-def _write_round(
-    client: Any,
-    rnd: Round,
-    retries: int,
-    backoff: Backoff,
-    on_moved: Callable[[], None] | None,
-) -> list[Any]:
-    attempt = 0
-    marker = marker_key(rnd.key, os.urandom(12).hex())
-    done: list[list[Any]] = []  # replies of the slices known to be settled, in order
-    while True:
-        cut: _Cut | None = None
-        try:
-            node = _node_client(client, rnd.key)
-            replies = _send(node, rnd, marker, len(done))
-            # A slice aborted by a redirect (MOVED, ASK...): keep what came before, follow it.
-            moved = next(
-                (i for i, part in enumerate(replies) if part and isinstance(part[0], _REROUTE)),
-                None,
-            )
-            done += replies if moved is None else replies[:moved]
-            if moved is not None:
-                raise replies[moved][0]
-        except _Cut as exc:
-            cut = exc
-        except rex.ResponseError as exc:
-            if isinstance(exc, _MIGRATING) and not isinstance(client, redis.Redis):
-                try:
-                    return [r for part in done for r in part] + _send_one_key(
-                        client, rnd, exc, sum(rnd.sizes[: len(done)])
-                    )
-                except rex.ResponseError as again:
-                    exc = again
-                except (OSError, rex.ConnectionError, rex.TimeoutError):
-                    pass  # not sent (an unknown outcome raised _Unknown): retry the round
-            if not isinstance(exc, _REROUTE) or attempt >= retries:
-                raise _Partial(done, exc) from exc
-            if on_moved is not None and isinstance(exc, rex.MovedError):
-                on_moved()
-        except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
-            # Failed before anything was written (no connection): nothing more stored.
-            cut = _Cut(False, 0, exc)
-        else:
-            return done[0] if len(done) == 1 else [r for part in done for r in part]
-        if cut is not None and cut.sent:
-            done = _settle(client, rnd, marker, cut, retries, backoff, done)
-            if len(done) == len(rnd.sizes):
-                return [r for part in done for r in part]
-        if cut is not None and attempt >= retries:
-            raise _Partial(done, _NotStored(str(cut.cause)))
-        delay = backoff.delay(attempt)
-        attempt += 1
-        logger.warning(
-            "XADD round of %d to %s cut with %d of %d slices committed; the rest again "
-            "(%d/%d) in %.2fs",
-            rnd.count,
-            rnd.key,
-            len(done),
-            len(rnd.sizes),
-            attempt,
-            retries,
-            delay,
-        )
-        time.sleep(delay)
-
-
-class _Partial(Exception):
-    """A round failed after ``done`` (its first slices' replies) were settled."""
-
-    def __init__(self, done: list[list[Any]], cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.done = done
-        self.cause = cause
-
-
-def _settle(
-    client: Any,
-    rnd: Round,
-    marker: str,
-    cut: _Cut,
-    retries: int,
-    backoff: Backoff,
-    done: list[list[Any]],
-) -> list[list[Any]]:
-    """Find out which slices of a cut round were committed; returns their replies."""
-    for attempt in range(retries + 1):
-        try:
-            committed, sure = _resolve(_node_client(client, rnd.key), rnd, marker, cut.client_id)
-        except RuntimeError as exc:
-            raise _Partial(done, _Unknown(str(exc))) from cut.cause
-        except (rex.RedisError, OSError) as exc:
-            if attempt >= retries:
-                message = f"{cut.cause}; then could not check the outcome: {exc}"
-                raise _Partial(done, _Unknown(message)) from exc
-            time.sleep(backoff.delay(attempt))
-            continue
-        if not sure and len(committed) < len(rnd.sizes):
-            raise _Partial(
-                [list(ids) for ids in committed],
-                _Unknown("CLIENT KILL refused: the old connection may still commit"),
-            )
-        return [list(ids) for ids in committed]
-    raise _Partial(done, _Unknown(str(cut.cause)))  # pragma: no cover

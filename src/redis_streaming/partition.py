@@ -31,7 +31,7 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _fastpath, _produce
+from . import _fastpath, _produce, _produce_io
 from ._errors import InvalidInput, InvalidName, InvalidOption, StreamingError, translate
 from ._model import ClaimResult, Entry, GroupInfo, ReapResult, StreamInfo
 from .deadletter import DeadLetters
@@ -293,9 +293,9 @@ class PartitionedStream:
         for n, index in enumerate(indexes):
             by_partition.setdefault(index, []).append(n)
         try:
-            if not _produce.supported(self.client):
+            if not _produce_io.supported(self.client):
                 return self._produce_pipelined(indexes, encoded, cap, approx)
-            _produce.check_sizes([(None, f) for f in encoded], _produce.max_bulk(self.client))
+            _produce.check_sizes([(None, f) for f in encoded], _produce_io.max_bulk(self.client))
             rounds = []
             step = _fastpath.XADD_ROUND
             for index, positions in by_partition.items():
@@ -304,7 +304,7 @@ class PartitionedStream:
                     part = positions[start : start + step]
                     packed = _fastpath.pack_xadd_batch(key, [encoded[i] for i in part], cap, approx)
                     rounds.append(_produce.Round(key, part, (packed,).__iter__))
-            ids = _produce.write_rounds(
+            ids = _produce_io.write_rounds(
                 self.client,
                 rounds,
                 len(encoded),

@@ -19,7 +19,7 @@ import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _drive, _fastpath, _plans, _produce, retention
+from . import _drive, _fastpath, _plans, _produce, _produce_io, retention
 from ._backoff import Backoff
 from ._errors import (
     translate,
@@ -160,7 +160,7 @@ class EventStream:
 
     def _write(self, rounds: Sequence[_produce.Round], total: int) -> list[str]:
         """Write rounds so that no event is ever stored twice (see _produce)."""
-        ids = _produce.write_rounds(
+        ids = _produce_io.write_rounds(
             self.client,
             rounds,
             total,
@@ -188,9 +188,9 @@ class EventStream:
         """
         fields = codec.encode_event(event_type, payload, now_ms())
         cap, approx = self._cap(maxlen, approximate)
-        if not _produce.supported(self.client):
+        if not _produce_io.supported(self.client):
             return codec.to_str(self.client.xadd(self.key, fields, maxlen=cap, approximate=approx))  # type: ignore[arg-type]
-        limit = _produce.max_bulk(self.client)
+        limit = _produce_io.max_bulk(self.client)
         _produce.check_sizes([(event_type, fields)], limit, "event")
         packed = _fastpath.pack_xadd_batch(self.key, [fields], cap, approx)
         return self._write([_produce.Round(self.key, (0,), lambda: (packed,))], 1)[0]
@@ -215,7 +215,7 @@ class EventStream:
         batch = codec.batch_list(events)
         if not batch:
             return []
-        if not _produce.supported(self.client):
+        if not _produce_io.supported(self.client):
             encoded = codec.encode_batch(batch, now_ms())
             pipe = self.client.pipeline(transaction=True)
             for fields in encoded:
@@ -223,41 +223,8 @@ class EventStream:
             ids = [codec.to_str(x) for x in pipe.execute()]
             self._count(produced=len(ids))
             return ids
-        ts = now_ms()
-        limit = _produce.max_bulk(self.client)
-        step = _fastpath.XADD_ROUND
-        rounds: list[_produce.Round] = []
-        if _fastpath.plain(batch, limit):
-            # Every event valid and packable inline: write slices while packing the rest.
-            for start in range(0, len(batch), step):
-                chunk = batch[start : start + step]
-                rounds.append(
-                    _produce.Round(
-                        self.key,
-                        range(start, start + len(chunk)),
-                        functools.partial(
-                            _fastpath.iter_packed,
-                            self.key,
-                            chunk,
-                            ts,
-                            cap,
-                            approx,
-                            _fastpath.XADD_WRITE,
-                        ),
-                        _slices(len(chunk), _fastpath.XADD_WRITE),
-                    )
-                )
-        else:
-            # Validated and packed in one pass; nothing is sent until the whole batch passed.
-            _produce.check_sizes(batch, limit)
-            buffers, count = _fastpath.pack_events(self.key, batch, ts, cap, approx)
-            for n, buffer in enumerate(buffers):
-                start = n * step
-                rounds.append(
-                    _produce.Round(
-                        self.key, range(start, min(start + step, count)), (buffer,).__iter__
-                    )
-                )
+        limit = _produce_io.max_bulk(self.client)
+        rounds = _produce.build_rounds(self.key, batch, now_ms(), cap, approx, limit)
         return self._write(rounds, len(batch))
 
     # ------------------------------------------------------------ groups and reading
