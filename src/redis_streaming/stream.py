@@ -71,11 +71,6 @@ def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _slices(count: int, size: int) -> list[int]:
-    """How many commands each buffer of iter_packed(..., size) holds for ``count`` events."""
-    return [min(size, count - i) for i in range(0, count, size)]
-
-
 def _refresh_slots(client: Any) -> Callable[[], None] | None:
     """For a cluster client: re-read the slot map (after MOVED/ASK); None otherwise."""
     nodes = getattr(client, "nodes_manager", None)
