@@ -139,3 +139,12 @@ def test_claim_takes_one_id_as_a_string(busy: EventStream) -> None:
     first = busy.pending("g", count=1)[0].id
     assert [e.id for e in busy.claim("g", "c2", first, 0)] == [first]
     assert busy.ack("g", first) == 1
+
+
+@pytest.mark.parametrize("bad", ["\u0661-\u0661", "1-1\n", "1\n", "\u00b2-1", "1-1 "])
+def test_ids_with_non_ascii_digits_or_trailing_newline_are_refused(bad: str) -> None:
+    from redis_streaming import InvalidStreamId
+    from redis_streaming._codec import validate_id
+
+    with pytest.raises(InvalidStreamId):
+        validate_id(bad)

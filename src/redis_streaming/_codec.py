@@ -29,7 +29,7 @@ _MAX_U64 = 2**64 - 1
 MAX_INT64 = 2**63 - 1
 #: The longest BLOCK this library sends (a day): past about 2**63 - now Redis says "out of range".
 MAX_BLOCK_MS = 86_400_000
-_ID_RE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+_ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")  # ASCII digits only; fullmatch
 _MAX_NAME = 200
 
 # ---------------------------------------------------------------- decoding primitives
@@ -99,7 +99,7 @@ def parse_id(value: str) -> tuple[int, int]:
     """``"<ms>-<seq>"`` or ``"<ms>"`` as a comparable tuple. Raises InvalidStreamId."""
     if not isinstance(value, str):
         raise InvalidStreamId(f"stream ID must be a string, got {value!r}")
-    m = _ID_RE.match(value)
+    m = _ID_RE.fullmatch(value)
     if m is None:
         raise InvalidStreamId(f"malformed stream ID {value!r} (expected <ms>-<seq>)")
     ms = int(m.group(1))
