@@ -427,9 +427,9 @@ def supports(client: object) -> bool:
 
 
 try:  # the marker redis-py's hiredis reader returns while a reply is incomplete
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as NOT_ENOUGH_DATA
 except ImportError:  # pragma: no cover - another redis-py layout: use read_response
-    _NOT_ENOUGH_DATA = None
+    NOT_ENOUGH_DATA = None
 
 
 def read_replies(
@@ -437,7 +437,7 @@ def read_replies(
 ) -> list[Any]:
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
-    if reader is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
+    if reader is None or NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
         # No hiredis reader to drive directly: let redis-py read each reply (slower), as bytes
         # when entries are read so a bad byte cannot raise half-way through a reply.
         out: list[Any] = []
@@ -463,7 +463,7 @@ def read_replies(
     append = out.append
     while len(out) < replies:
         reply = gets()
-        while reply is _NOT_ENOUGH_DATA:
+        while reply is NOT_ENOUGH_DATA:
             fill()
             reply = gets()
         kind = type(reply)

@@ -6,21 +6,17 @@ All validation and reply parsing is delegated to _codec so an asyncio twin can s
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.exceptions as rex
 
 from . import _codec as codec
 from . import _drive, _fastpath, _plans, _produce, _produce_io, retention
-from ._backoff import Backoff
 from ._errors import (
     translate,
 )
@@ -31,31 +27,25 @@ from ._model import (
     GroupInfo,
     PendingEntry,
     StreamInfo,
-    StreamStats,
 )
+from ._streamcore import DEFAULT_AUTOCLAIM_MAX_PAGES as DEFAULT_AUTOCLAIM_MAX_PAGES
+from ._streamcore import DEFAULT_AUTOCLAIM_PAGE as DEFAULT_AUTOCLAIM_PAGE
+from ._streamcore import DEFAULT_BLOCK_MS as DEFAULT_BLOCK_MS
+from ._streamcore import DEFAULT_CLAIM_MIN_IDLE_MS as DEFAULT_CLAIM_MIN_IDLE_MS
+from ._streamcore import DEFAULT_MAXLEN_APPROX as DEFAULT_MAXLEN_APPROX
+from ._streamcore import DEFAULT_PRODUCE_RETRIES as DEFAULT_PRODUCE_RETRIES
+from ._streamcore import DEFAULT_READ_COUNT as DEFAULT_READ_COUNT
+from ._streamcore import DEFAULT_REPLAY_PAGE as DEFAULT_REPLAY_PAGE
+from ._streamcore import MAX_AUTOCLAIM_PAGE as MAX_AUTOCLAIM_PAGE
+from ._streamcore import UNSET as UNSET
+from ._streamcore import StreamCore, _Unset
+from ._streamcore import now_ms as now_ms
 from .retention import RetainReport, TrimReport
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAXLEN_APPROX: Final = 2000
-DEFAULT_CLAIM_MIN_IDLE_MS: Final = 5000
-DEFAULT_READ_COUNT: Final = 10
-DEFAULT_BLOCK_MS: Final = 500
-DEFAULT_AUTOCLAIM_PAGE: Final = 100
-DEFAULT_AUTOCLAIM_MAX_PAGES: Final = 10
-MAX_AUTOCLAIM_PAGE: Final = _plans.MAX_AUTOCLAIM_PAGE
-DEFAULT_REPLAY_PAGE: Final = 500
-DEFAULT_PRODUCE_RETRIES: Final = 3
-
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Unset:
-    """Marker for "use the stream's default" in per-call options."""
-
-
-UNSET: Final = _Unset()
 
 
 def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -77,81 +67,17 @@ def _refresh_slots(client: Any) -> Callable[[], None] | None:
     return None if nodes is None else nodes.initialize
 
 
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch (the ``ts_ms`` field)."""
-    return time.time_ns() // 1_000_000
+class EventStream(StreamCore):
+    """Produce to, read from, recover and inspect one Redis stream (sync; no threads).
 
-
-class EventStream:
-    """Produce to, read from, recover and inspect one Redis stream.
-
-    ``maxlen_approx`` caps the stream on every XADD (``MAXLEN ~ n``; ``None`` for no cap,
-    ``approximate=False`` for an exact cap). ``claim_min_idle_ms`` is how long an entry must sit
-    unacknowledged before :meth:`autoclaim` may take it from another consumer.
+    ``EventStream(client: redis.Redis | redis.RedisCluster, stream_key, *, maxlen_approx=2000,
+    claim_min_idle_ms=5000, approximate=True, retries=3, backoff=None)``. ``maxlen_approx``
+    caps the stream on every XADD (``MAXLEN ~ n``; ``None`` for no cap, ``approximate=False``
+    for an exact cap). ``claim_min_idle_ms`` is how long an entry must sit unacknowledged
+    before :meth:`autoclaim` may take it from another consumer.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        stream_key: str,
-        *,
-        maxlen_approx: int | None = DEFAULT_MAXLEN_APPROX,
-        claim_min_idle_ms: int = DEFAULT_CLAIM_MIN_IDLE_MS,
-        approximate: bool = True,
-        retries: int = DEFAULT_PRODUCE_RETRIES,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self.client = client
-        self.key = codec.validate_name(stream_key, "stream key")
-        self.retries = codec.validate_int(retries, "retries", maximum=100)
-        self.backoff = backoff or Backoff()
-        self.maxlen = (
-            None
-            if maxlen_approx is None
-            else codec.validate_int(maxlen_approx, "maxlen", minimum=1)
-        )
-        self.approximate = bool(approximate)
-        self.claim_min_idle_ms = codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
-        self._lock = threading.Lock()
-        self._tally = [0, 0, 0]  # produced, acked, claimed: shared with _with_client twins
-
-    def __repr__(self) -> str:
-        return f"EventStream({self.key!r}, maxlen={self.maxlen}, approximate={self.approximate})"
-
-    # ------------------------------------------------------------ counters
-
-    def _with_client(self, client: redis.Redis) -> EventStream:
-        """The same stream (key, options, counters) over another client: a worker's own."""
-        twin = copy.copy(self)
-        twin.client = client
-        return twin
-
-    def _count(self, produced: int = 0, acked: int = 0, claimed: int = 0) -> None:
-        with self._lock:
-            tally = self._tally
-            tally[0] += produced
-            tally[1] += acked
-            tally[2] += claimed
-
-    def stats(self) -> StreamStats:
-        """Produced, acked and claimed totals seen through this object (thread-safe)."""
-        with self._lock:
-            return StreamStats(*self._tally)
-
-    def reset_stats(self) -> None:
-        """Zero the counters returned by :meth:`stats`."""
-        with self._lock:
-            self._tally[:] = [0, 0, 0]
-
-    # ------------------------------------------------------------ producing
-
-    def _cap(
-        self, maxlen: int | _Unset | None, approximate: bool | None
-    ) -> tuple[int | None, bool]:
-        cap = self.maxlen if isinstance(maxlen, _Unset) else maxlen
-        if cap is not None:
-            cap = codec.validate_int(cap, "maxlen", minimum=1)
-        return cap, self.approximate if approximate is None else approximate
+    client: redis.Redis
 
     def _write(self, rounds: Sequence[_produce.Round], total: int) -> list[str]:
         """Write rounds so that no event is ever stored twice (see _produce)."""
