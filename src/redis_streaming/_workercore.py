@@ -1,0 +1,586 @@
+"""The consumer worker written once: options, counters, and the loop as a step machine.
+
+Every decision of the read -> handle -> ack loop lives here (start-up, own-PEL replay, when to
+reap, the read size, what a reply means, delivery limits, dead letters, the NOGROUP and
+error policies). The loop is a generator of steps: _ops commands, a hand-packed :class:`FastRead`,
+:class:`Handle` (run the handler over one batch), :class:`Wait` and :class:`Park`. The thread
+shell (worker.py) and the asyncio shell (aio/worker.py) only interpret steps; the per-entry
+handler loop is the one piece each writes itself (``handler(e)`` vs ``await handler(e)``).
+It must not do I/O or wait by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import redis.exceptions as rex
+
+from . import _codec as codec
+from . import _fastpath, _plans
+from ._backoff import Backoff
+from ._batching import ReadSizer
+from ._errors import (
+    EntryDecodeError,
+    GroupMissing,
+    InvalidOption,
+    StreamingError,
+    is_nogroup,
+    translate,
+)
+from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
+from ._ops import Batch, Emit, Op
+from ._streamcore import DEFAULT_AUTOCLAIM_MAX_PAGES, DEFAULT_AUTOCLAIM_PAGE, StreamCore, now_ms
+from .deadletter import REASON_FAILED, REASON_UNDECODABLE, record_trimmed_plan, send_plan
+
+logger = logging.getLogger("redis_streaming.worker")
+
+DEFAULT_REAP_INTERVAL_S: Final = 5.0
+DEFAULT_MAX_DELIVERIES: Final = 5
+DEFAULT_RECENT_SIZE: Final = 20
+DEFAULT_COUNT: Final = 100
+DEFAULT_BATCH_BUDGET_MS: Final = 50.0
+#: How long past ``block_ms`` a read may stay silent before its connection is dropped (s).
+READ_MARGIN_S: Final = 2.0
+
+ErrorCallback = Callable[[BaseException, Entry | None], None]
+MissingGroupPolicy = Literal["0", "$", "stop"]
+
+
+# ---------------------------------------------------------------- steps the shells interpret
+
+
+@dataclass(frozen=True, slots=True)
+class FastRead:
+    """Send the hand-packed XACK + XREADGROUP and read ``replies`` raw replies within
+    ``timeout`` seconds (the worker's own deadline, whatever the client's socket_timeout)."""
+
+    payload: bytes
+    replies: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """Run the handler over ``entries`` (see :meth:`WorkerCore.verdict`); reply: Handled."""
+
+    entries: Sequence[Entry]
+    reaped: bool
+    deliveries: Mapping[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    ok: list[str]
+    dead: list[tuple[Entry, int, str]]
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Back off for ``seconds``, or less if the worker is stopped meanwhile."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Wait while paused (acks already flushed)."""
+
+
+Step = Op | Batch | Emit | FastRead | Handle | Wait | Park
+Steps = Generator[Step, Any, Any]
+
+
+class WorkerCore:
+    """Options, state and the step machine shared by ConsumerWorker and AsyncConsumerWorker."""
+
+    def __init__(
+        self,
+        stream: StreamCore,
+        group: str,
+        name: str,
+        *,
+        count: int,
+        batch_budget_ms: float | None,
+        block_ms: int,
+        reap_interval: float | None,
+        claim_min_idle_ms: int | None,
+        max_deliveries: int | None,
+        group_start: str,
+        on_missing_group: MissingGroupPolicy,
+        process_own_pel: bool,
+        on_error: ErrorCallback | None,
+        recent_size: int,
+        backoff: Backoff | None,
+    ) -> None:
+        self.stream = stream
+        self.group = codec.validate_name(group, "group")
+        self.name = codec.validate_name(name, "consumer")
+        self.count = codec.validate_int(count, "count", minimum=1, maximum=100_000)
+        if batch_budget_ms is not None and (
+            isinstance(batch_budget_ms, bool)
+            or not isinstance(batch_budget_ms, (int, float))
+            or not 0 < batch_budget_ms < float("inf")
+        ):
+            raise InvalidOption(
+                f"batch_budget_ms must be a positive number or None, got {batch_budget_ms!r}"
+            )
+        self._sizer = ReadSizer(
+            self.count, None if batch_budget_ms is None else batch_budget_ms / 1000
+        )
+        self.block_ms = codec.validate_block_ms(block_ms)
+        self.reap_interval = codec.validate_seconds(reap_interval, "reap_interval")
+        self.claim_min_idle_ms = (
+            stream.claim_min_idle_ms
+            if claim_min_idle_ms is None
+            else codec.validate_int(claim_min_idle_ms, "claim_min_idle_ms")
+        )
+        self.max_deliveries = (
+            None
+            if max_deliveries is None
+            else codec.validate_int(max_deliveries, "max_deliveries", minimum=1)
+        )
+        self.group_start = codec.validate_group_start(group_start)
+        if on_missing_group not in ("0", "$", "stop"):
+            raise InvalidOption(
+                f"on_missing_group must be '0', '$' or 'stop', got {on_missing_group!r}"
+            )
+        self.on_missing_group: MissingGroupPolicy = on_missing_group
+        self.process_own_pel = process_own_pel
+        if on_error is not None and not callable(on_error):
+            raise InvalidOption(f"on_error must be callable, got {on_error!r}")
+        self.on_error = on_error
+        self.backoff = backoff or Backoff()
+        self._lock = threading.Lock()
+        self._pending_acks: list[str] = []
+        self._recent: deque[Delivery] = deque(maxlen=codec.validate_int(recent_size, "recent_size"))
+        self._crash_queue = 0
+        self._group_missing_logged = False
+        self._failures_in_row = 0
+        self._next_reap = 0.0
+        self._reap_cursor = "0-0"
+        self.processed = 0
+        self.reaped = 0
+        self.failed = 0
+        self.crashed_drops = 0
+        self.dead_lettered = 0
+
+    # ------------------------------------------------------------ what the shells provide
+
+    def _stopping(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def paused(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def is_alive(self) -> bool:
+        raise NotImplementedError
+
+    def _dead_letter_key(self) -> str:
+        raise NotImplementedError
+
+    def _may_read(self) -> bool:
+        """Subclasses may hold reads back (a partition lease about to lapse); while False the
+        loop acks what it handled, reads and reaps nothing, and looks again shortly."""
+        return True
+
+    def _after_start(self) -> Steps:
+        """Subclasses may add start-up steps (after the group, own PEL and first reap)."""
+        return
+        yield
+
+    # ------------------------------------------------------------ levers and introspection
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}({self.stream.key!r}, group={self.group!r}, name={self.name!r})"
+
+    @property
+    def read_count(self) -> int:
+        """The COUNT the next XREADGROUP will ask for (see ``batch_budget_ms``)."""
+        return self._sizer.count
+
+    def crash_next(self, n: int = 1) -> int:
+        """Drop the next ``n`` deliveries without acking, as if the process died mid-message.
+
+        Returns how many drops are queued in total.
+        """
+        codec.validate_int(n, "n", minimum=0, maximum=10_000)
+        with self._lock:
+            self._crash_queue += n
+            return self._crash_queue
+
+    def status(self) -> ConsumerStatus:
+        """A snapshot of this worker's counters and switches."""
+        return ConsumerStatus(
+            name=self.name,
+            group=self.group,
+            processed=self.processed,
+            reaped=self.reaped,
+            failed=self.failed,
+            crashed_drops=self.crashed_drops,
+            crash_queued=self._crash_queue,
+            paused=self.paused,
+            alive=self.is_alive,
+            dead_lettered=self.dead_lettered,
+        )
+
+    def recent(self) -> list[Delivery]:
+        """The last ``recent_size`` deliveries and what became of each, oldest first."""
+        with self._lock:
+            return list(self._recent)
+
+    def _record(
+        self, entry: Entry, outcome: DeliveryOutcome, reaped: bool, error: str | None = None
+    ) -> None:
+        delivery = Delivery(entry.id, entry.type, outcome, now_ms(), reaped, error)
+        with self._lock:
+            self._recent.append(delivery)
+
+    def _take_crash(self) -> bool:
+        with self._lock:
+            if self._crash_queue <= 0:
+                return False
+            self._crash_queue -= 1
+            return True
+
+    # ------------------------------------------------------------ the shells' handler loops
+
+    def verdict(self, entry: Entry, deliveries: int, reaped: bool) -> str | None:
+        """Before running the handler on one delivery: ``"dead"`` (delivered more often than
+        allowed: dead-letter it unrun), ``"drop"`` (a queued crash_next), ``"undecodable"``,
+        or None (run the handler). The delivery limit comes first: a consumer that dies on
+        every delivery is exactly what dead letters are for."""
+        limit = self.max_deliveries
+        if limit is not None and deliveries > limit:
+            return "dead"
+        if self._crash_queue and self._take_crash():
+            self.crashed_drops += 1
+            self._record(entry, "dropped", reaped)
+            return "drop"
+        if entry.undecodable:
+            return "undecodable"
+        return None
+
+    def decode_error(self, entry: Entry) -> EntryDecodeError:
+        return EntryDecodeError(entry)
+
+    def failure(
+        self, entry: Entry, exc: BaseException, deliveries: int, reaped: bool
+    ) -> str | None:
+        """Count a handler failure; the error text if the entry is out of deliveries (to be
+        dead-lettered), else None (it stays pending for a retry)."""
+        self.failed += 1
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "handler failed for %s on %s/%s (%s, delivery %d): %s",
+            entry.id, self.stream.key, self.group, self.name, deliveries, error,
+        )  # fmt: skip
+        if self.on_error is not None:
+            self._safe_callback(exc, entry)
+        if self.max_deliveries is not None and deliveries >= self.max_deliveries:
+            return error
+        self._record(entry, "error", reaped, error)
+        return None
+
+    def record_acked(self, entries: Sequence[Entry], ok: list[str], reaped: bool) -> None:
+        if not ok:
+            return
+        tail = entries[-self._recent.maxlen :] if self._recent.maxlen else ()
+        stamp = now_ms()
+        good = set(ok) if len(ok) != len(entries) else None
+        with self._lock:
+            for entry in tail:
+                if good is None or entry.id in good:
+                    self._recent.append(Delivery(entry.id, entry.type, "acked", stamp, reaped))
+
+    def _safe_callback(self, exc: BaseException, entry: Entry | None) -> None:
+        try:
+            assert self.on_error is not None
+            self.on_error(exc, entry)
+        except Exception:  # the callback must not kill the loop either
+            logger.exception("on_error callback raised")
+
+    # ------------------------------------------------------------ procedures
+
+    def _dead_letters(self, dead: Sequence[tuple[Entry, int, str]], reaped: bool) -> Steps:
+        for entry, deliveries, error in dead:
+            reason = REASON_UNDECODABLE if entry.undecodable else REASON_FAILED
+            plan = send_plan(
+                self.stream.key, self._dead_letter_key(), self.group, self.name, entry,
+                deliveries, error, reason,
+            )  # fmt: skip
+            try:
+                yield from plan
+            except (StreamingError, rex.RedisError) as exc:
+                logger.warning("could not dead-letter %s: %s (stays pending)", entry.id, exc)
+                self._record(entry, "error", reaped, error)
+                continue
+            self.dead_lettered += 1
+            self._record(entry, "dead-lettered", reaped, error)
+
+    def _handle(self, entries: Sequence[Entry], reaped: bool, counts: Any = None) -> Steps:
+        """Handle one batch; returns (IDs to ack, deliveries dropped)."""
+        done: Handled = yield Handle(entries, reaped, counts)
+        if done.dead:
+            yield from self._dead_letters(done.dead, reaped)
+        return done.ok, done.dropped
+
+    def _recovered(self, entries: list[Entry], deleted: Sequence[str]) -> Steps:
+        """Handle entries taken from a PEL and ack them now; returns (acked, dropped, failed)."""
+        failed_before = self.failed
+        acked: list[str] = []
+        dropped = 0
+        if entries:
+            counts: dict[str, int] = {}
+            if self.max_deliveries is not None:
+                # Redis's own delivery counter, one pipelined XPENDING per ID.
+                ops = [
+                    Op("xpending_range", (self.stream.key, self.group, e.id, e.id, 1),
+                       parse=codec.parse_pending_range, tolerate=True)
+                    for e in entries
+                ]  # fmt: skip
+                for rows in (yield Batch(ops)):
+                    if not isinstance(rows, BaseException):
+                        counts.update((row.id, row.deliveries) for row in rows)
+            acked, dropped = yield from self._handle(entries, True, counts)
+            if acked:
+                n = yield _plans.ack(self.stream.key, self.group, acked)
+                self.stream._count(acked=int(n))
+            self.reaped += len(acked)
+        if deleted:
+            if self.max_deliveries is not None:
+                yield from record_trimmed_plan(
+                    self.stream.key, self._dead_letter_key(), self.group, self.name, deleted
+                )
+            else:
+                logger.warning(
+                    "%d pending entries on %s/%s were trimmed before processing",
+                    len(deleted), self.stream.key, self.group,
+                )  # fmt: skip
+                # Nothing is left to process; without the ack an own-PEL re-read keeps them
+                # pending forever.
+                yield _plans.ack(self.stream.key, self.group, list(deleted))
+        return len(acked), dropped, self.failed - failed_before
+
+    def reap(self, min_idle_ms: int | None = None) -> Steps:
+        """XAUTOCLAIM idle entries to this consumer and process them; returns a ReapResult.
+
+        Resumes where the last sweep stopped, so a PEL longer than one sweep (young entries in
+        front of idle ones included) is covered over successive sweeps.
+        """
+        if not self._may_read():
+            return ReapResult()
+        idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
+        claimed = processed = dropped = failed = 0
+        deleted_all: list[str] = []
+        dl_before = self.dead_lettered
+        key = self.stream.key
+        for _ in range(DEFAULT_AUTOCLAIM_MAX_PAGES):
+            cursor, entries, deleted = yield _plans.autoclaim_page(
+                key, self.group, self.name, idle, self._reap_cursor, DEFAULT_AUTOCLAIM_PAGE
+            )
+            self.stream._count(claimed=len(entries))
+            self._reap_cursor = "0-0" if cursor == "0" else cursor
+            claimed += len(entries)
+            deleted_all.extend(deleted)
+            a, d, f = yield from self._recovered(entries, deleted)
+            processed, dropped, failed = processed + a, dropped + d, failed + f
+            if self._reap_cursor == "0-0":
+                break
+        if claimed or deleted_all:
+            logger.info(
+                "%s reaped on %s/%s: %d claimed, %d processed, %d dropped, %d trimmed",
+                self.name, key, self.group, claimed, processed, dropped, len(deleted_all),
+            )  # fmt: skip
+        return ReapResult(
+            claimed=claimed,
+            processed=processed,
+            deleted_ids=tuple(deleted_all),
+            dropped=dropped,
+            failed=failed,
+            dead_lettered=self.dead_lettered - dl_before,
+        )
+
+    def replay_own_pel(self) -> Steps:
+        """Restart path: handle this consumer's own pending entries once, page by page."""
+        after = "0"
+        total = 0
+        while not self._stopping():
+            entries, deleted = yield _plans.read_own_pel(
+                self.stream.key, self.group, self.name, self.count, after
+            )
+            if not entries and not deleted:
+                break
+            acked, _dropped, _failed = yield from self._recovered(entries, deleted)
+            total += acked
+            after = max([e.id for e in entries] + list(deleted), key=codec.parse_id)
+        if total:
+            logger.info(
+                "%s re-processed %d own pending entries on %s/%s",
+                self.name, total, self.stream.key, self.group,
+            )  # fmt: skip
+        return total
+
+    def flush_acks(self) -> Steps:
+        if not self._pending_acks:
+            return
+        try:
+            n = yield _plans.ack(self.stream.key, self.group, self._pending_acks)
+            self.stream._count(acked=int(n))
+            self._pending_acks = []
+        except (rex.RedisError, StreamingError) as exc:
+            logger.warning(
+                "could not ack %d entries on %s/%s: %s",
+                len(self._pending_acks), self.stream.key, self.group, exc,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------ the loop
+
+    def _block_now(self) -> int:
+        # Never block past the next reap: a sweep that starts late delays every recovery.
+        if self.reap_interval is None:
+            return self.block_ms
+        left_ms = int((self._next_reap - time.monotonic()) * 1000) + 1
+        return max(1, min(self.block_ms, left_ms))
+
+    def _read(self, fast: bool) -> Steps:
+        """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
+        key, acks = self.stream.key, self._pending_acks
+        count, block_ms = self._sizer.count, self._block_now()
+        if fast:
+            payload = _fastpath.pack_ack_read(key, self.group, self.name, acks, count, block_ms)
+            flagged = _fastpath.bad_bytes_seen()
+            replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
+            raw = replies[-1]
+            if acks:
+                if isinstance(replies[0], Exception):
+                    raise replies[0]
+                self._pending_acks = []
+                self.stream._count(acked=int(replies[0]))
+            if isinstance(raw, Exception):
+                raise raw
+            checked = _fastpath.bad_bytes_seen() == flagged
+            return _fastpath.parse_xreadgroup(raw, checked=checked)
+        read = _plans.read_group(key, self.group, self.name, ">", count, block_ms)
+        if not acks:
+            return (yield read)
+        acked, entries = yield Batch([_plans.ack(key, self.group, acks), read])
+        self._pending_acks = []
+        self.stream._count(acked=int(acked))
+        return entries
+
+    def _error_delay(self, exc: BaseException) -> float | None:
+        """The error policy: log once, report, back off. None when stopping (a broken call)."""
+        if self._stopping():
+            logger.debug("%s stopping; call ended with %r", self.name, exc)
+            return None
+        err = translate(exc)
+        delay = self.backoff.delay(self._failures_in_row)
+        if self._failures_in_row == 0:
+            logger.warning(
+                "%s on %s/%s: %s; retrying with backoff", self.name, self.stream.key, self.group,
+                err,
+            )  # fmt: skip
+        else:
+            logger.debug("%s still failing (%d): %s", self.name, self._failures_in_row, err)
+        self._failures_in_row += 1
+        if self.on_error is not None:
+            self._safe_callback(err, None)
+        return delay
+
+    def _group_missing(self) -> Steps:
+        # The key or group vanished (FLUSHALL, restart without persistence, DEL): pending acks
+        # refer to a PEL that no longer exists.
+        self._pending_acks = []
+        if self.on_missing_group == "stop":
+            logger.error(
+                "group %s on %s is gone; stopping %s", self.group, self.stream.key, self.name
+            )
+            return True
+        if not self._group_missing_logged:
+            logger.warning(
+                "group %s on %s vanished (NOGROUP); re-creating it from %s",
+                self.group, self.stream.key, self.on_missing_group,
+            )  # fmt: skip
+            self._group_missing_logged = True
+        yield from _plans.ensure_group(self.stream.key, self.group, self.on_missing_group)
+        return False
+
+    def loop(self, fast: bool) -> Steps:
+        """The worker's whole life, as steps; ends when stopped (or NOGROUP with "stop")."""
+        logger.info("%s started on %s/%s", self.name, self.stream.key, self.group)
+        started = False
+        self._next_reap = 0.0
+        while not self._stopping():
+            try:
+                if not started:
+                    yield from _plans.ensure_group(self.stream.key, self.group, self.group_start)
+                    if self.process_own_pel:
+                        yield from self.replay_own_pel()
+                    if self.reap_interval is not None:
+                        yield from self.reap()
+                    yield from self._after_start()
+                    started = True
+                    self._next_reap = time.monotonic() + (self.reap_interval or 0)
+                if self.paused:
+                    yield from self.flush_acks()
+                    yield Park()
+                    continue
+                if self.reap_interval is not None and time.monotonic() >= self._next_reap:
+                    yield from self.flush_acks()
+                    yield from self.reap()
+                    self._next_reap = time.monotonic() + self.reap_interval
+                if not self._may_read():
+                    yield from self.flush_acks()
+                    yield Wait(0.05)
+                    continue
+                asked = self._sizer.count
+                entries = yield from self._read(fast)
+                if self._failures_in_row:
+                    logger.info("%s reconnected to %s", self.name, self.stream.key)
+                    self._failures_in_row = 0
+                self._group_missing_logged = False
+                if not entries or self._stopping():
+                    continue
+                began = time.perf_counter()
+                ok, _dropped = yield from self._handle(entries, False)
+                self._sizer.observe(asked, len(entries), time.perf_counter() - began)
+                self.processed += len(ok)
+                self._pending_acks.extend(ok)
+            except (GroupMissing, rex.ResponseError) as exc:
+                problem: BaseException = exc
+                if isinstance(exc, GroupMissing) or is_nogroup(exc):
+                    try:
+                        if (yield from self._group_missing()):
+                            break
+                        continue
+                    except (rex.RedisError, StreamingError) as again:
+                        problem = again
+                delay = self._error_delay(problem)
+                if delay is None:
+                    break
+                yield Wait(delay)
+            except (rex.RedisError, StreamingError, OSError) as exc:
+                delay = self._error_delay(exc)
+                if delay is None:
+                    break
+                yield Wait(delay)
+            except Exception as exc:  # never let the loop die
+                if self._stopping():
+                    break  # a broken call while stopping: not a failure
+                logger.exception("%s: unexpected error in worker loop", self.name)
+                delay = self._error_delay(exc)
+                if delay is None:
+                    break
+                yield Wait(delay)
+        yield from self.flush_acks()
+        logger.info("%s stopped on %s/%s", self.name, self.stream.key, self.group)
