@@ -36,6 +36,7 @@ from .deadletter import DeadLetters
 from .health import GroupHealth, HealthMonitor, HealthReport, HealthThresholds, check_health
 from .idempotency import AlreadyRunning, OnceGuard, apply_and_ack
 from .partition import PartitionedConsumerPool, PartitionedStream
+from .pool import ChildInfo, PoolEvent, WorkerPool
 from .retention import GroupLimit, RetainReport, TrimReport
 from .server import EmbeddedServer, connect_or_embed
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, DEFAULT_MAXLEN_APPROX, EventStream
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_REAP_INTERVAL_S",
     "AlreadyRunning",
     "Backoff",
+    "ChildInfo",
     "ClaimResult",
     "ConsumerCleanup",
     "ConsumerInfo",
@@ -78,6 +80,7 @@ __all__ = [
     "PartitionedConsumerPool",
     "PartitionedStream",
     "PendingEntry",
+    "PoolEvent",
     "ProduceError",
     "ReapResult",
     "RedisUnavailable",
@@ -88,6 +91,7 @@ __all__ = [
     "StreamingError",
     "TrimReport",
     "UndecodableEntry",
+    "WorkerPool",
     "__version__",
     "apply_and_ack",
     "check_health",

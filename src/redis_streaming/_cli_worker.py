@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _codec as codec
@@ -36,6 +36,7 @@ from ._cli_common import (
 from ._cli_input import UsageError, consumer_names
 from ._errors import StreamingError
 from ._lag import format_lag
+from ._model import ConsumerStatus
 from .health import GroupHealth, HealthThresholds, check_health
 from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream
 from .worker import (
@@ -59,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--handler",
         metavar="MODULE:FUNCTION",
         help="called with one Entry per message; raise to leave it pending (default: no-op)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int_at_least(1),
+        metavar="N",
+        help="spread the consumers over N supervised worker processes (default: this one)",
     )
     p.add_argument("--name-prefix", help="consumer names are PREFIX-0..N-1 (default: hostname)")
     p.add_argument("--consumer-names", metavar="A,B,...", help="explicit consumer names")
@@ -156,11 +163,17 @@ class PoolView:
     """The live table: each consumer's counters and rate, then the group's pending and lag."""
 
     def __init__(
-        self, stream: EventStream, group: str, workers: Sequence[ConsumerWorker], args: Any
+        self,
+        stream: EventStream,
+        group: str,
+        statuses: Callable[[], Sequence[ConsumerStatus]],
+        args: Any,
+        where: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.stream = stream
         self.group = group
-        self.workers = workers
+        self.statuses = statuses
+        self.where = where  # consumer -> the process running it (worker --processes)
         self.dlq_key = args.dlq_key
         self.thresholds = HealthThresholds.for_claim_idle(args.claim_idle_ms)
         self.samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=6)
@@ -183,7 +196,7 @@ class PoolView:
         now = time.monotonic()
         if poll:
             self._poll(now)
-        statuses = [w.status() for w in self.workers]
+        statuses = list(self.statuses())
         done = {st.name: st.processed + st.reaped for st in statuses}
         self.samples.append((now, done))
         then, before = self.samples[0]
@@ -200,9 +213,11 @@ class PoolView:
 
         h = self.health
         pending = {c.name: c.pending for c in h.consumers} if h else {}
+        where = self.where() if self.where is not None else {}
         rows: list[list[object]] = [
             [
                 st.name,
+                *([where.get(st.name, "-")] if self.where is not None else []),
                 "running" if st.alive else "stopped",
                 st.processed,
                 rate(st.name),
@@ -217,6 +232,7 @@ class PoolView:
         rows.append(
             [
                 f"group {self.group}",
+                *([""] if self.where is not None else []),
                 h.status if h else "?",
                 sum(st.processed for st in statuses),
                 rate(None),
@@ -229,8 +245,8 @@ class PoolView:
         )
         caption = None if self.health_error is None else f"group figures: {self.health_error}"
         columns = [
-            "consumer", "state", "processed", "rate", "reaped", "failed", "dead-lettered",
-            "pending", "lag",
+            "consumer", *(["process"] if self.where is not None else []), "state", "processed",
+            "rate", "reaped", "failed", "dead-lettered", "pending", "lag",
         ]  # fmt: skip
         return table("consumers", columns, rows, caption=caption)
 
@@ -308,7 +324,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     logger.info("worker pool started on %s/%s: %s", stream.key, args.group, ", ".join(names))
     live: Any = None
-    view = PoolView(stream, args.group, workers, args)
+    view = PoolView(stream, args.group, lambda: [w.status() for w in workers], args)
     if not out.json:
         from rich.live import Live
 

@@ -1,7 +1,8 @@
 """The ``redis-streaming`` command: the parser and ``main`` (the entry point).
 
 Each command family lives in its own module: ``_cli_produce``, ``_cli_worker`` (and
-``_cli_partition`` for ``worker --partitions``), ``_cli_read`` (tail, replay), ``_cli_inspect``,
+``_cli_partition`` for ``worker --partitions``, ``_cli_processes`` for ``--processes``),
+``_cli_read`` (tail, replay), ``_cli_inspect``,
 ``_cli_trim``, ``_cli_dlq`` and ``_cli_demo``; ``_cli_common`` holds what they share and
 ``_cli_input`` the pure parsing helpers. None of them imports this module.
 
@@ -24,7 +25,15 @@ from collections.abc import Callable, Sequence
 
 import redis.exceptions as rex
 
-from . import _cli_dlq, _cli_inspect, _cli_produce, _cli_read, _cli_trim, _cli_worker
+from . import (
+    _cli_dlq,
+    _cli_inspect,
+    _cli_processes,
+    _cli_produce,
+    _cli_read,
+    _cli_trim,
+    _cli_worker,
+)
 from ._cli_common import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_STREAM_KEY,
@@ -69,7 +78,10 @@ __all__ = [
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """``worker``: one group's consumer pool; ``--partitions N`` runs a partitioned pool."""
+    """``worker``: one group's consumer pool; ``--partitions N`` runs a partitioned pool;
+    ``--processes N`` spreads either over supervised worker processes."""
+    if args.processes is not None:
+        return _cli_processes.run(args)
     if args.partitions is not None:
         from . import _cli_partition  # imports redis.cluster: only when asked for
 

@@ -8,6 +8,7 @@ Stable API (used by the demo's GET /metrics and the CLI's ``worker --metrics-por
 
     m = StreamMetrics(stream, workers=[...], dead_letter_key=None, thresholds=None)
     m.add_worker(w); m.remove_worker(w)
+    m.add_source(pool)                       # consumers of other processes (a WorkerPool)
     body, content_type = m.render()          # exposition text for an HTTP handler
     srv = m.serve(port, addr="127.0.0.1")    # background HTTP server; srv.port, srv.close()
 
@@ -20,6 +21,9 @@ Exported series (all prefixed ``redis_streaming_``):
     reaped_total{stream,group,consumer}            entries taken from a PEL and acked
     dead_lettered_total{stream,group,consumer}     entries moved to the dead-letter stream
     worker_alive{stream,group,consumer}            1 while the worker thread runs
+
+(A source's consumers, e.g. a WorkerPool's child processes, are reported in the same series,
+one per consumer, from the counters the children last sent to the parent.)
     stream_length{stream}, dead_letters{stream}    XLEN of the stream and of its dead-letter stream
     group_lag{stream,group}                        entries not yet delivered to the group
     group_lag_exact{stream,group}                  1, or 0 when group_lag is a lower bound
@@ -35,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from . import _codec as codec
 from ._errors import StreamingError
+from ._model import ConsumerStatus, StreamStats
 from .health import DEFAULT_LAG_CAP, HealthMonitor, HealthThresholds
 from .stream import EventStream
 from .worker import ConsumerWorker
@@ -55,6 +60,14 @@ __all__ = ["CONTENT_TYPE", "MetricsServer", "StreamMetrics"]
 PREFIX: Final = "redis_streaming"
 #: The Content-Type to send with :meth:`StreamMetrics.render`'s body.
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+class StatusSource(Protocol):
+    """Consumers counted in other processes (a WorkerPool): their counters and stream stats."""
+
+    def statuses(self) -> Sequence[ConsumerStatus]: ...
+
+    def stream_stats(self) -> StreamStats: ...
 
 
 class MetricsServer:
@@ -96,12 +109,16 @@ class StreamMetrics(Collector):
         health: bool = True,
         registry: CollectorRegistry | None = None,
         lag_cap: int = DEFAULT_LAG_CAP,
+        sources: Iterable[StatusSource] = (),
     ) -> None:
         self.stream = stream
         self._workers: list[ConsumerWorker] = []
+        self._sources: list[StatusSource] = []
         self._lock = threading.Lock()
         for w in workers:
             self.add_worker(w)
+        for src in sources:
+            self.add_source(src)
         self.monitor: HealthMonitor | None = (
             HealthMonitor(stream, thresholds, dead_letter_key=dead_letter_key, lag_cap=lag_cap)
             if health
@@ -124,6 +141,12 @@ class StreamMetrics(Collector):
             if worker in self._workers:
                 self._workers.remove(worker)
 
+    def add_source(self, source: StatusSource) -> None:
+        """Also report the consumers ``source`` counts (e.g. a WorkerPool's processes)."""
+        with self._lock:
+            if source not in self._sources:
+                self._sources.append(source)
+
     @property
     def workers(self) -> Sequence[ConsumerWorker]:
         with self._lock:
@@ -145,6 +168,14 @@ class StreamMetrics(Collector):
         produced = acked = 0
         for es in streams.values():
             st = es.stats()
+            produced += st.produced
+            acked += st.acked
+        with self._lock:
+            sources = tuple(self._sources)
+        remote: list[ConsumerStatus] = []
+        for src in sources:
+            remote.extend(src.statuses())
+            st = src.stream_stats()
             produced += st.produced
             acked += st.acked
         c = CounterMetricFamily(f"{PREFIX}_produced", "Entries produced (XADD).", labels=["stream"])
@@ -177,6 +208,13 @@ class StreamMetrics(Collector):
         for w in workers:
             ws = w.status()
             lv = [w.stream.key, ws.group, ws.name]
+            families["processed"].add_metric(lv, ws.processed)
+            families["failed"].add_metric(lv, ws.failed)
+            families["reaped"].add_metric(lv, ws.reaped)
+            families["dead_lettered"].add_metric(lv, ws.dead_lettered)
+            alive.add_metric(lv, 1 if ws.alive else 0)
+        for ws in remote:
+            lv = [key, ws.group, ws.name]
             families["processed"].add_metric(lv, ws.processed)
             families["failed"].add_metric(lv, ws.failed)
             families["reaped"].add_metric(lv, ws.reaped)
