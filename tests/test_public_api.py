@@ -8,7 +8,8 @@ import pathlib
 import redis_streaming
 
 EXPECTED = {
-    "AlreadyRunning", "Backoff", "ChildInfo", "ClaimResult", "ConsumerCleanup", "ConsumerInfo",
+    "AlreadyRunning", "AsyncConsumerWorker", "AsyncDeadLetters", "AsyncEventStream",
+    "AsyncHealthMonitor", "check_health_async", "Backoff", "ChildInfo", "ClaimResult", "ConsumerCleanup", "ConsumerInfo",
     "ConsumerStatus", "ConsumerWorker", "DEFAULT_CLAIM_MIN_IDLE_MS", "DEFAULT_MAXLEN_APPROX",
     "DEFAULT_MAX_DELIVERIES", "DEFAULT_REAP_INTERVAL_S", "DeadLetters", "Delivery",
     "EmbeddedServer", "Entry", "EntryDecodeError", "EventStream", "GroupHealth", "GroupInfo",

@@ -30,6 +30,8 @@ from ._model import (
     StreamStats,
     UndecodableEntry,
 )
+from .aio import AsyncConsumerWorker, AsyncDeadLetters, AsyncEventStream, AsyncHealthMonitor
+from .aio import check_health as check_health_async
 from .cluster_server import LocalCluster
 from .consumers import ConsumerCleanup, delete_consumer_if_idle, delete_idle_consumers
 from .deadletter import DeadLetters
@@ -50,6 +52,10 @@ __all__ = [
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_REAP_INTERVAL_S",
     "AlreadyRunning",
+    "AsyncConsumerWorker",
+    "AsyncDeadLetters",
+    "AsyncEventStream",
+    "AsyncHealthMonitor",
     "Backoff",
     "ChildInfo",
     "ClaimResult",
@@ -95,6 +101,7 @@ __all__ = [
     "__version__",
     "apply_and_ack",
     "check_health",
+    "check_health_async",
     "connect_or_embed",
     "delete_consumer_if_idle",
     "delete_idle_consumers",

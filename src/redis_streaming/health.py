@@ -346,6 +346,17 @@ def check_health(
     return _drive.run(client, plan)  # type: ignore[no-any-return]
 
 
+def report_changes(key: str, last: HealthReport | None, report: HealthReport) -> None:
+    """Log each group whose status turned bad (or changed) since ``last``."""
+    for g in report.groups:
+        if g.status != "ok" and (
+            last is None or (prev := last.group(g.name)) is None or prev.status != g.status
+        ):
+            logger.warning(
+                "group %s on %s is %s: %s", g.name, key, g.status, "; ".join(g.reasons)
+            )
+
+
 class HealthMonitor:
     """check_health that remembers its last report, so lag growth shows across checks.
 
@@ -384,18 +395,6 @@ class HealthMonitor:
                 previous=self._last,
                 lag_cap=self.lag_cap,
             )
-            for g in report.groups:
-                if g.status != "ok" and (
-                    self._last is None
-                    or (prev := self._last.group(g.name)) is None
-                    or prev.status != g.status
-                ):
-                    logger.warning(
-                        "group %s on %s is %s: %s",
-                        g.name,
-                        self.stream.key,
-                        g.status,
-                        "; ".join(g.reasons),
-                    )
+            report_changes(self.stream.key, self._last, report)
             self._last = report
             return report

@@ -1,12 +1,20 @@
 """The asyncio API: AsyncEventStream, AsyncConsumerWorker and the async features.
 
-Thin shells over the same core as the sync API (_plans, _produce, the worker core); import
-them from ``redis_streaming`` directly. This package must not hold logic of its own beyond
-awaiting I/O.
+Thin shells over the same core as the sync API (_plans, _produce, _workercore); import them
+from ``redis_streaming`` directly. This package must not hold logic of its own beyond awaiting
+I/O.
 """
 
 from __future__ import annotations
 
+from .features import AsyncDeadLetters, AsyncHealthMonitor, check_health
 from .stream import AsyncEventStream
+from .worker import AsyncConsumerWorker
 
-__all__ = ["AsyncEventStream"]
+__all__ = [
+    "AsyncConsumerWorker",
+    "AsyncDeadLetters",
+    "AsyncEventStream",
+    "AsyncHealthMonitor",
+    "check_health",
+]
