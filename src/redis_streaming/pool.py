@@ -15,7 +15,7 @@ Child -> parent messages (one-way pipe, pickled tuples)::
     ("status", statuses, (produced, acked), held)   every REPORT_INTERVAL_S and at the end
     ("log", LogRecord)                       the child's log records, re-emitted in the parent
     ("error", text)                          why the child could not start (then it exits 1)
-    ("stopped", stuck)                       consumers still busy when the child gave up waiting
+    ("stopped", busy)                        after SIGTERM: consumers still finishing ([] when done)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -207,9 +207,11 @@ def _child_main(spec: _ChildSpec, conn: Connection) -> None:
     sender.send(("ready",))
     parent = mp.parent_process()
     watch = [parent.sentinel] if parent is not None else []
+    orphan = False
     next_report = 0.0
     while not stop["signal"]:
         if watch and mpc.wait(watch, 0.1):
+            orphan = True
             logger.warning("worker process %d: parent died; stopping", spec.index)
             break
         if not watch:
@@ -219,12 +221,25 @@ def _child_main(spec: _ChildSpec, conn: Connection) -> None:
         if time.monotonic() >= next_report:
             sender.send(run.report())
             next_report = time.monotonic() + REPORT_INTERVAL_S
-    stuck = run.stop(max(0.1, spec.stop_timeout - _CHILD_MARGIN_S))
+    # Each consumer finishes the batch in its hands and flushes its acks. The parent enforces
+    # the stop timeout (SIGKILL, naming this child); only an orphan enforces its own.
+    deadline = time.monotonic() + spec.stop_timeout
+    run.begin_stop(spec.stop_timeout)
+    told = False
+    while busy := run.busy():
+        if not told:
+            sender.send(run.report())
+            sender.send(("stopped", busy))
+            told = True
+        if orphan and time.monotonic() >= deadline:
+            os._exit(1)  # stuck threads are daemons, but a handler may hold the interpreter
+        if watch and mpc.wait(watch, 0.1):
+            orphan = True
+        if not watch:
+            time.sleep(0.1)
     sender.send(run.report())
-    sender.send(("stopped", stuck))
+    sender.send(("stopped", []))
     conn.close()
-    if stuck:
-        os._exit(1)  # stuck threads are daemons, but a handler may hold the interpreter
     # Exit 0 whether SIGTERM, the parent's death or the consumers themselves ended it: the
     # parent knows whether it asked.
 
@@ -235,6 +250,8 @@ class _Run:
     def __init__(self, workers: Sequence[Any], pool: Any = None) -> None:
         self.workers = list(workers)
         self.pool = pool
+        # Every partition worker seen: one that lost its lease keeps its final counters here.
+        self.seen: dict[int, Any] = {}
 
     def alive(self) -> bool:
         if self.pool is not None:
@@ -247,7 +264,9 @@ class _Run:
             streams = {id(w.stream): w.stream for w in self.workers}
             held: dict[str, list[int]] | None = None
         else:
-            statuses = _per_member(self.pool)
+            for w in self.pool.workers():
+                self.seen.setdefault(id(w), w)
+            statuses = _per_member(self.pool, self.seen.values())
             streams = {id(s): s for s in self.pool.pstream.streams}
             held = self.pool.assignment()
         produced = acked = 0
@@ -257,27 +276,29 @@ class _Run:
             acked += st.acked
         return ("status", statuses, (produced, acked), held)
 
-    def stop(self, timeout: float) -> list[str]:
+    def begin_stop(self, timeout: float) -> None:
+        """Ask every consumer to stop (a partitioned pool also releases its leases)."""
         if self.pool is not None:
             self.pool.stop(timeout)
-            return [w.name for w in self.pool.workers() if w.is_alive]
         for w in self.workers:
             w.stop(0)  # ask all at once; each finishes its batch and flushes its acks
-        deadline = time.monotonic() + timeout
-        return [w.name for w in self.workers if not w.stop(max(0.0, deadline - time.monotonic()))]
+
+    def busy(self) -> list[str]:
+        """Consumers whose thread has not ended yet (asking again breaks a stalled call)."""
+        workers = self.pool.workers() if self.pool is not None else self.workers
+        return [w.name for w in workers if not w.stop(0)]
 
 
-def _per_member(pool: Any) -> list[ConsumerStatus]:
-    """One status per pool member: the sum over the partitions' workers it runs now."""
+def _per_member(pool: Any, workers: Iterable[Any]) -> list[ConsumerStatus]:
+    """One status per pool member: the sum over every partition worker it ran."""
     out: dict[str, ConsumerStatus] = {
         m.name: ConsumerStatus(m.name, pool.group, 0, 0, 0, 0, 0, False, True)
         for m in pool.members
     }
-    for w in pool.workers():
+    for w in workers:
         st, acc = w.status(), out.get(w.name)
-        if acc is None:
-            continue
-        out[w.name] = _add(acc, st)
+        if acc is not None:
+            out[w.name] = _add(acc, st)
     return list(out.values())
 
 
@@ -521,7 +542,8 @@ class WorkerPool:
             with self._lock:
                 for slot in self._slots:
                     if slot.proc is not None and slot.proc.exitcode is None:
-                        killed.append(slot.label())
+                        busy = f" ({slot.error})" if slot.error else ""
+                        killed.append(slot.label() + busy)
                         slot.proc.kill()
             if killed:
                 logger.warning("pool %s: killed %s", self.group, "; ".join(killed))
@@ -643,8 +665,8 @@ class WorkerPool:
             self._emit(PoolEvent("ready", slot.index, pid, slot.names))
         elif kind == "error":
             slot.error = str(msg[1])
-        elif kind == "stopped" and msg[1]:
-            slot.error = f"consumers still busy at its stop deadline: {', '.join(msg[1])}"
+        elif kind == "stopped":
+            slot.error = f"consumers still busy: {', '.join(msg[1])}" if msg[1] else None
 
     def _drain(self, slot: _Slot) -> bool:
         """Read what the child sent; False once its end is closed."""
