@@ -144,6 +144,34 @@ def _slices(count: int, size: int) -> list[int]:
     return [min(size, count - i) for i in range(0, count, size)]
 
 
+def plain_rounds(
+    key: str,
+    batch: Sequence[Any],
+    indexes: Sequence[int],
+    ts_ms: int,
+    cap: int | None,
+    approximate: bool,
+) -> list[Round]:
+    """The rounds for ``batch`` (its events at batch positions ``indexes``), which
+    :func:`_fastpath.plain` has proved cannot fail to pack: packed while being sent."""
+    step = fp.XADD_ROUND
+    rounds: list[Round] = []
+    for start in range(0, len(batch), step):
+        chunk = batch[start : start + step]
+        writes = functools.partial(
+            fp.iter_packed, key, chunk, ts_ms, cap, approximate, fp.XADD_WRITE
+        )
+        rounds.append(
+            Round(
+                key,
+                indexes[start : start + len(chunk)],
+                writes,
+                _slices(len(chunk), fp.XADD_WRITE),
+            )
+        )
+    return rounds
+
+
 def build_rounds(
     key: str,
     batch: Sequence[Any],
@@ -160,20 +188,7 @@ def build_rounds(
     step = fp.XADD_ROUND
     rounds: list[Round] = []
     if fp.plain(batch, limit):
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
-            writes = functools.partial(
-                fp.iter_packed, key, chunk, ts_ms, cap, approximate, fp.XADD_WRITE
-            )
-            rounds.append(
-                Round(
-                    key,
-                    range(start, start + len(chunk)),
-                    writes,
-                    _slices(len(chunk), fp.XADD_WRITE),
-                )
-            )
-        return rounds
+        return plain_rounds(key, batch, range(len(batch)), ts_ms, cap, approximate)
     check_sizes(batch, limit)
     buffers, count = fp.pack_events(key, batch, ts_ms, cap, approximate)
     for n, buffer in enumerate(buffers):

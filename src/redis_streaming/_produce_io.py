@@ -15,9 +15,10 @@ import redis
 import redis.exceptions as rex
 
 from . import _fastpath as fp
-from . import _produce
+from . import _produce, _produce_fanout
 from ._backoff import Backoff
 from ._produce import Ask, Cut, Exchange, OneKey, Pause, Reroute, Round, Unknown
+from ._produce_fanout import Parallel
 
 _CLIENT_ID = fp.pack_command(("CLIENT", "ID"))
 _CONNECTION = (OSError, rex.ConnectionError, rex.TimeoutError)
@@ -165,6 +166,8 @@ def _step(client: Any, step: Any, on_moved: Callable[[], None] | None) -> Any:
         return None
     if isinstance(step, OneKey):
         return _send_one_key(client, step)
+    if isinstance(step, Parallel):
+        return _parallel(client, step)
     raise TypeError(f"not a producer step: {step!r}")
 
 
@@ -181,6 +184,12 @@ def write_rounds(
     plan = _produce.write_rounds_plan(
         rounds, total, retries=retries, backoff=backoff, cluster=not isinstance(client, redis.Redis)
     )
+    return _drive(client, plan, on_moved)  # type: ignore[no-any-return]
+
+
+def _drive(
+    client: Any, plan: _produce_fanout.FanoutPlan, on_moved: Callable[[], None] | None
+) -> Any:
     step = next(plan)
     while True:
         try:
@@ -189,9 +198,77 @@ def write_rounds(
             try:
                 step = plan.throw(exc)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
             continue
         try:
             step = plan.send(reply)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
+
+
+# ---------------------------------------------------------------- several keys at once
+
+
+def _parallel(client: Any, step: Parallel) -> list[Any]:
+    """Write every exchange on its own connection, then read each one's replies (so the
+    nodes work at the same time); one reply list, Cut or exception per exchange."""
+    results: list[Any] = [None] * len(step.exchanges)
+    opened: list[tuple[redis.Redis, Any, int] | None] = []
+    sent = [False] * len(step.exchanges)
+    try:
+        for i, ex in enumerate(step.exchanges):
+            try:
+                node = _node_client(client, ex.key)
+                conn, cid = _connection(node)
+            except _CONNECTION as exc:  # nothing written: no connection
+                results[i] = Cut(False, 0, exc)
+                opened.append(None)
+                continue
+            except Exception as exc:  # an error reply to CLIENT ID, a slot with no node...
+                results[i] = exc
+                opened.append(None)
+                continue
+            opened.append((node, conn, cid))
+            try:
+                for part in ex.parts:
+                    conn.send_packed_command([part], check_health=False)
+                    sent[i] = True
+            except _CONNECTION as exc:
+                conn.disconnect()
+                results[i] = Cut(sent[i], cid, exc)
+        for i, ex in enumerate(step.exchanges):
+            held = opened[i]
+            if held is None or results[i] is not None:
+                continue
+            try:
+                results[i] = fp.read_replies(held[1], ex.replies)
+            except _CONNECTION as exc:
+                held[1].disconnect()
+                results[i] = Cut(sent[i], held[2], exc)
+    except BaseException:
+        for i, held in enumerate(opened):
+            if held is not None and results[i] is None:
+                held[1].disconnect()  # unread replies must never go back to the pool
+        raise
+    finally:
+        for held in opened:
+            if held is not None:
+                held[0].connection_pool.release(held[1])
+    return results
+
+
+def write_lanes(
+    client: Any,
+    lanes: Sequence[Sequence[Round]],
+    total: int,
+    *,
+    retries: int,
+    backoff: Backoff,
+    on_moved: Callable[[], None] | None = None,
+) -> list[str]:
+    """Run :func:`_produce_fanout.write_lanes_plan`: each lane's rounds in order, the lanes
+    side by side (send to every node, then read every reply); all IDs in batch order."""
+    plan = _produce_fanout.write_lanes_plan(
+        lanes, total, retries=retries, backoff=backoff, cluster=not isinstance(client, redis.Redis)
+    )
+    return _drive(client, plan, on_moved)  # type: ignore[no-any-return]

@@ -1,0 +1,166 @@
+"""The pure half of partitioning: routing by a stable hash, dividing partitions among pool
+members, merging partitions by ID, adding up group rows, and the lease scripts' text.
+
+No I/O and no clock: partition.py (PartitionedStream) and partition_pool.py (the consumer
+pool) do the talking to Redis.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import redis.exceptions as rex
+
+from . import _codec as codec
+from ._errors import InvalidInput, InvalidName, StreamingError
+from ._model import Entry, GroupInfo
+
+DEFAULT_PARTITIONS: Final = 8
+DEFAULT_LEASE_MS: Final = 5000
+MAX_PARTITIONS: Final = 4096
+
+#: Anything a cluster client may raise while a shard fails over or a slot moves.
+REDIS_FAILURES: Final = (rex.RedisError, rex.RedisClusterException, StreamingError, OSError)
+
+# ---------------------------------------------------------------- pure routing and assignment
+
+
+def hash_key(key: str | int) -> int:
+    """CRC-32 of the key's UTF-8 bytes: stable across processes, machines and versions.
+
+    Python's ``hash()`` is salted per process, so it must never route events.
+    """
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise InvalidInput(f"partition key must be a str or int, got {key!r}")
+    text = str(key)
+    if not text:
+        raise InvalidInput("partition key must not be empty")
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def partition_index(key: str | int, partitions: int) -> int:
+    """The partition (0..partitions-1) that ``key`` routes to."""
+    return hash_key(key) % partitions
+
+
+def validate_tag(value: object, what: str) -> str:
+    """A name usable inside or before a ``{hash tag}``: no braces, so the tag stays ours."""
+    name = codec.validate_name(value, what)
+    if "{" in name or "}" in name:
+        raise InvalidName(f"{what} must not contain '{{' or '}}' (hash tags are added): {name!r}")
+    return name
+
+
+def assign(members: Iterable[str], partitions: int) -> dict[str, list[int]]:
+    """Deterministic division of partitions among live members: sorted names, round robin.
+
+    Every member computes the same answer from the same member list, with no coordinator.
+    """
+    live = sorted(set(members))
+    out: dict[str, list[int]] = {m: [] for m in live}
+    if not live:
+        return out
+    for p in range(partitions):
+        out[live[p % len(live)]].append(p)
+    return out
+
+
+def _tag(index: int, entries: Iterator[Entry]) -> Iterator[tuple[tuple[int, int], int, Entry]]:
+    for entry in entries:
+        yield codec.parse_id(entry.id), index, entry
+
+
+def merge_by_id(sources: Sequence[Iterator[Entry]]) -> Iterator[tuple[int, Entry]]:
+    """Merge per-partition iterators (each in ID order) into one, oldest ID first."""
+    tagged = [_tag(i, it) for i, it in enumerate(sources)]
+    for _key, index, entry in heapq.merge(*tagged, key=lambda t: (t[0], t[1])):
+        yield index, entry
+
+
+def sum_groups(per_partition: Sequence[Sequence[GroupInfo]]) -> list[GroupInfo]:
+    """One row per group name, added up across partitions (``lag`` None if any is unknown)."""
+    rows: dict[str, GroupInfo] = {}
+    for groups in per_partition:
+        for g in groups:
+            prev = rows.get(g.name)
+            if prev is None:
+                rows[g.name] = g
+                continue
+            last = max(prev.last_delivered_id, g.last_delivered_id, key=codec.parse_id)
+            rows[g.name] = GroupInfo(
+                name=g.name,
+                consumers=max(prev.consumers, g.consumers),
+                pending=prev.pending + g.pending,
+                last_delivered_id=last,
+                entries_read=None
+                if prev.entries_read is None or g.entries_read is None
+                else prev.entries_read + g.entries_read,
+                lag=None if prev.lag is None or g.lag is None else prev.lag + g.lag,
+            )
+    return [rows[name] for name in sorted(rows)]
+
+
+# ---------------------------------------------------------------- Lua: single-key, cluster-safe
+
+RENEW_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Scores are expiry times on the server's clock, so hosts with skewed clocks still agree.
+HEARTBEAT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 3, #ARGV do
+  if ARGV[2] == 'leave' then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl * 10)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+
+
+def route(
+    items: Sequence[object], partitions: int, tenants: Mapping[str, int] | None
+) -> tuple[list[int], list[tuple[Any, Any]]]:
+    """Each ``(key, event_type, payload)`` item's partition, and its ``(event_type, payload)``.
+
+    The same answers and errors as :func:`partition_index` per item, with the common case (a
+    str key, hash mode) inlined: this runs once per event on the producer's hot path.
+    """
+    indexes: list[int] = []
+    pairs: list[tuple[Any, Any]] = []
+    put_index, put_pair = indexes.append, pairs.append
+    crc = zlib.crc32
+    for n, item in enumerate(items):
+        if not isinstance(item, tuple) or len(item) != 3:
+            raise InvalidInput(f"event {n} must be (key, event_type, payload), got {item!r}")
+        key = item[0]
+        if tenants is not None:
+            index = tenants.get(str(key))
+            if index is None:
+                raise InvalidInput(f"unknown tenant {key!r}; known: {list(tenants)}")
+        elif type(key) is str and key:
+            index = crc(key.encode("utf-8")) % partitions
+        else:
+            index = hash_key(key) % partitions
+        put_index(index)
+        put_pair((item[1], item[2]))
+    return indexes, pairs
