@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import consume, latency, memory, produce, recovery, report
+from . import asyncio_api, consume, latency, memory, produce, recovery, report
 from . import profile as profiling
 from ._common import Row, Scale, Server, available_servers, start_server
 
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Server, Scale], list[Row]]] = {
     "latency": latency.run,
     "recovery": recovery.run,
     "memory": memory.run,
+    "async": asyncio_api.run,
 }
 
 TEMPLATE = (

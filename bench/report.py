@@ -15,6 +15,10 @@ RAW_PIPE = "raw redis-py pipelined XADD x100"
 BATCH = "produce_batch() x100"
 FS_DEFAULT = "FastStream StreamSub group, default"
 FS_BATCH = "FastStream StreamSub group, batch=True max_records=100"
+A_RAW = "raw redis.asyncio XREADGROUP COUNT 100 + one XACK per batch"
+A_WORKER = "AsyncConsumerWorker, default settings"
+A_RAW_PIPE = "raw redis.asyncio pipeline, 100 XADDs per round trip"
+A_BATCH = "AsyncEventStream.produce_batch x100"
 
 
 def _value(rows: list[dict[str, Any]], server: str, scenario: str, name: str) -> float | None:
@@ -83,6 +87,10 @@ def targets(rows: list[dict[str, Any]], server: str) -> list[tuple[str, str, str
     add_ratio("worker consume vs raw batched loop", 1.0, "consume", WORKER, RAW_BATCHED)
     add_ratio("worker consume vs FastStream default", 20.0, "consume", WORKER, FS_DEFAULT)
     add_ratio("worker consume vs FastStream batch=True", 2.0, "consume", WORKER, FS_BATCH)
+    add_ratio("AsyncConsumerWorker vs raw redis.asyncio loop", 1.0, "async", A_WORKER, A_RAW)
+    add_ratio("AsyncConsumerWorker vs FastStream default", 20.0, "async", A_WORKER, FS_DEFAULT)
+    add_ratio("AsyncConsumerWorker vs FastStream batch=True", 2.0, "async", A_WORKER, FS_BATCH)
+    add_ratio("async produce_batch vs raw redis.asyncio pipeline", 4.0, "async", A_BATCH, A_RAW_PIPE)  # noqa: E501
     p99 = _value(rows, server, "latency", "p99 produce-to-handler")
     out.append(
         (
@@ -236,6 +244,7 @@ def generated(results: dict[str, Any]) -> str:
     sections = [
         ("produce", RAW_PIPE, "Producing (ratio: to raw pipelined redis-py)"),
         ("consume", RAW_BATCHED, "Consuming, receive plus ack (ratio: to the raw batched loop)"),
+        ("async", A_RAW, "asyncio API (ratio: to the raw redis.asyncio consume loop)"),
         ("latency", None, "Latency"),
         ("recovery", None, "Recovery"),
         ("memory", None, "Memory (peak RSS of a fresh process)"),
