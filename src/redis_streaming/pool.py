@@ -714,12 +714,8 @@ class WorkerPool:
                 logger.warning("pool %s: %s finished on its own (%s)", self.group, label, cause)
                 event = PoolEvent("finished", slot.index, pid, slot.names, cause)
             else:
-                slot.failures_in_row = 0 if ran >= STABLE_AFTER_S else slot.failures_in_row + 1
-                delay = (
-                    0.0
-                    if slot.failures_in_row == 0
-                    else self.restart_backoff.delay(slot.failures_in_row - 1)
-                )
+                slot.failures_in_row = 1 if ran >= STABLE_AFTER_S else slot.failures_in_row + 1
+                delay = self.restart_backoff.delay(slot.failures_in_row - 1)
                 slot.restart_at = time.monotonic() + delay
                 slot.restarts += 1
                 logger.warning(
