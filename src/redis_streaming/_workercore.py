@@ -15,14 +15,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import redis.exceptions as rex
 
 from . import _codec as codec
-from . import _fastpath, _plans
+from . import _fastpath, _plans, _workerrecovery
 from ._backoff import Backoff
 from ._batching import ReadSizer
 from ._errors import (
@@ -33,68 +32,22 @@ from ._errors import (
     is_nogroup,
     translate,
 )
-from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry, ReapResult
-from ._ops import Batch, Emit, Op
-from ._streamcore import DEFAULT_AUTOCLAIM_MAX_PAGES, DEFAULT_AUTOCLAIM_PAGE, StreamCore, now_ms
-from .deadletter import REASON_FAILED, REASON_UNDECODABLE, record_trimmed_plan, send_plan
+from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry
+from ._ops import Batch
+from ._streamcore import StreamCore, now_ms
+from ._workersteps import (
+    READ_MARGIN_S,
+    ErrorCallback,
+    FastRead,
+    Handle,
+    Handled,
+    MissingGroupPolicy,
+    Park,
+    Steps,
+    Wait,
+)
 
 logger = logging.getLogger("redis_streaming.worker")
-
-DEFAULT_REAP_INTERVAL_S: Final = 5.0
-DEFAULT_MAX_DELIVERIES: Final = 5
-DEFAULT_RECENT_SIZE: Final = 20
-DEFAULT_COUNT: Final = 100
-DEFAULT_BATCH_BUDGET_MS: Final = 50.0
-#: How long past ``block_ms`` a read may stay silent before its connection is dropped (s).
-READ_MARGIN_S: Final = 2.0
-
-ErrorCallback = Callable[[BaseException, Entry | None], None]
-MissingGroupPolicy = Literal["0", "$", "stop"]
-
-
-# ---------------------------------------------------------------- steps the shells interpret
-
-
-@dataclass(frozen=True, slots=True)
-class FastRead:
-    """Send the hand-packed XACK + XREADGROUP and read ``replies`` raw replies within
-    ``timeout`` seconds (the worker's own deadline, whatever the client's socket_timeout)."""
-
-    payload: bytes
-    replies: int
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class Handle:
-    """Run the handler over ``entries`` (see :meth:`WorkerCore.verdict`); reply: Handled."""
-
-    entries: Sequence[Entry]
-    reaped: bool
-    deliveries: Mapping[str, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Handled:
-    ok: list[str]
-    dead: list[tuple[Entry, int, str]]
-    dropped: int
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Back off for ``seconds``, or less if the worker is stopped meanwhile."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Park:
-    """Wait while paused (acks already flushed)."""
-
-
-Step = Op | Batch | Emit | FastRead | Handle | Wait | Park
-Steps = Generator[Step, Any, Any]
 
 
 class WorkerCore:
@@ -311,124 +264,17 @@ class WorkerCore:
 
     # ------------------------------------------------------------ procedures
 
-    def _dead_letters(self, dead: Sequence[tuple[Entry, int, str]], reaped: bool) -> Steps:
-        for entry, deliveries, error in dead:
-            reason = REASON_UNDECODABLE if entry.undecodable else REASON_FAILED
-            plan = send_plan(
-                self.stream.key, self._dead_letter_key(), self.group, self.name, entry,
-                deliveries, error, reason,
-            )  # fmt: skip
-            try:
-                yield from plan
-            except (StreamingError, rex.RedisError) as exc:
-                logger.warning("could not dead-letter %s: %s (stays pending)", entry.id, exc)
-                self._record(entry, "error", reaped, error)
-                continue
-            self.dead_lettered += 1
-            self._record(entry, "dead-lettered", reaped, error)
-
     def _handle(self, entries: Sequence[Entry], reaped: bool, counts: Any = None) -> Steps:
         """Handle one batch; returns (IDs to ack, deliveries dropped)."""
         done: Handled = yield Handle(entries, reaped, counts)
         if done.dead:
-            yield from self._dead_letters(done.dead, reaped)
+            yield from _workerrecovery.dead_letters(self, done.dead, reaped)
         return done.ok, done.dropped
 
-    def _recovered(self, entries: list[Entry], deleted: Sequence[str]) -> Steps:
-        """Handle entries taken from a PEL and ack them now; returns (acked, dropped, failed)."""
-        failed_before = self.failed
-        acked: list[str] = []
-        dropped = 0
-        if entries:
-            counts: dict[str, int] = {}
-            if self.max_deliveries is not None:
-                # Redis's own delivery counter, one pipelined XPENDING per ID.
-                ops = [
-                    Op("xpending_range", (self.stream.key, self.group, e.id, e.id, 1),
-                       parse=codec.parse_pending_range, tolerate=True)
-                    for e in entries
-                ]  # fmt: skip
-                for rows in (yield Batch(ops)):
-                    if not isinstance(rows, BaseException):
-                        counts.update((row.id, row.deliveries) for row in rows)
-            acked, dropped = yield from self._handle(entries, True, counts)
-            if acked:
-                n = yield _plans.ack(self.stream.key, self.group, acked)
-                self.stream._count(acked=int(n))
-            self.reaped += len(acked)
-        if deleted:
-            if self.max_deliveries is not None:
-                yield from record_trimmed_plan(
-                    self.stream.key, self._dead_letter_key(), self.group, self.name, deleted
-                )
-            else:
-                logger.warning(
-                    "%d pending entries on %s/%s were trimmed before processing",
-                    len(deleted), self.stream.key, self.group,
-                )  # fmt: skip
-                # Nothing is left to process; without the ack an own-PEL re-read keeps them
-                # pending forever.
-                yield _plans.ack(self.stream.key, self.group, list(deleted))
-        return len(acked), dropped, self.failed - failed_before
-
     def reap(self, min_idle_ms: int | None = None) -> Steps:
-        """XAUTOCLAIM idle entries to this consumer and process them; returns a ReapResult.
-
-        Resumes where the last sweep stopped, so a PEL longer than one sweep (young entries in
-        front of idle ones included) is covered over successive sweeps.
-        """
-        if not self._may_read():
-            return ReapResult()
-        idle = self.claim_min_idle_ms if min_idle_ms is None else min_idle_ms
-        claimed = processed = dropped = failed = 0
-        deleted_all: list[str] = []
-        dl_before = self.dead_lettered
-        key = self.stream.key
-        for _ in range(DEFAULT_AUTOCLAIM_MAX_PAGES):
-            cursor, entries, deleted = yield _plans.autoclaim_page(
-                key, self.group, self.name, idle, self._reap_cursor, DEFAULT_AUTOCLAIM_PAGE
-            )
-            self.stream._count(claimed=len(entries))
-            self._reap_cursor = "0-0" if cursor == "0" else cursor
-            claimed += len(entries)
-            deleted_all.extend(deleted)
-            a, d, f = yield from self._recovered(entries, deleted)
-            processed, dropped, failed = processed + a, dropped + d, failed + f
-            if self._reap_cursor == "0-0":
-                break
-        if claimed or deleted_all:
-            logger.info(
-                "%s reaped on %s/%s: %d claimed, %d processed, %d dropped, %d trimmed",
-                self.name, key, self.group, claimed, processed, dropped, len(deleted_all),
-            )  # fmt: skip
-        return ReapResult(
-            claimed=claimed,
-            processed=processed,
-            deleted_ids=tuple(deleted_all),
-            dropped=dropped,
-            failed=failed,
-            dead_lettered=self.dead_lettered - dl_before,
-        )
-
-    def replay_own_pel(self) -> Steps:
-        """Restart path: handle this consumer's own pending entries once, page by page."""
-        after = "0"
-        total = 0
-        while not self._stopping():
-            entries, deleted = yield _plans.read_own_pel(
-                self.stream.key, self.group, self.name, self.count, after
-            )
-            if not entries and not deleted:
-                break
-            acked, _dropped, _failed = yield from self._recovered(entries, deleted)
-            total += acked
-            after = max([e.id for e in entries] + list(deleted), key=codec.parse_id)
-        if total:
-            logger.info(
-                "%s re-processed %d own pending entries on %s/%s",
-                self.name, total, self.stream.key, self.group,
-            )  # fmt: skip
-        return total
+        """XAUTOCLAIM idle entries to this consumer and process them; returns a ReapResult
+        (see _workerrecovery.reap)."""
+        return _workerrecovery.reap(self, min_idle_ms)
 
     def flush_acks(self) -> Steps:
         if not self._pending_acks:
@@ -525,7 +371,7 @@ class WorkerCore:
                 if not started:
                     yield from _plans.ensure_group(self.stream.key, self.group, self.group_start)
                     if self.process_own_pel:
-                        yield from self.replay_own_pel()
+                        yield from _workerrecovery.replay_own_pel(self)
                     if self.reap_interval is not None:
                         yield from self.reap()
                     yield from self._after_start()

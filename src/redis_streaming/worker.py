@@ -20,15 +20,16 @@ from ._backoff import Backoff
 from ._errors import InvalidOption
 from ._model import Entry, ReapResult
 from ._ops import Batch, Op
-from ._workercore import DEFAULT_BATCH_BUDGET_MS as DEFAULT_BATCH_BUDGET_MS
-from ._workercore import DEFAULT_COUNT as DEFAULT_COUNT
-from ._workercore import DEFAULT_MAX_DELIVERIES as DEFAULT_MAX_DELIVERIES
-from ._workercore import DEFAULT_REAP_INTERVAL_S as DEFAULT_REAP_INTERVAL_S
-from ._workercore import DEFAULT_RECENT_SIZE as DEFAULT_RECENT_SIZE
-from ._workercore import READ_MARGIN_S as READ_MARGIN_S
-from ._workercore import ErrorCallback as ErrorCallback
-from ._workercore import FastRead, Handle, Handled, Park, Steps, Wait, WorkerCore
-from ._workercore import MissingGroupPolicy as MissingGroupPolicy
+from ._workercore import WorkerCore
+from ._workersteps import DEFAULT_BATCH_BUDGET_MS as DEFAULT_BATCH_BUDGET_MS
+from ._workersteps import DEFAULT_COUNT as DEFAULT_COUNT
+from ._workersteps import DEFAULT_MAX_DELIVERIES as DEFAULT_MAX_DELIVERIES
+from ._workersteps import DEFAULT_REAP_INTERVAL_S as DEFAULT_REAP_INTERVAL_S
+from ._workersteps import DEFAULT_RECENT_SIZE as DEFAULT_RECENT_SIZE
+from ._workersteps import READ_MARGIN_S as READ_MARGIN_S
+from ._workersteps import ErrorCallback as ErrorCallback
+from ._workersteps import FastRead, Handle, Handled, Park, Steps, Wait
+from ._workersteps import MissingGroupPolicy as MissingGroupPolicy
 from .deadletter import DeadLetters
 from .stream import EventStream
 

@@ -21,7 +21,8 @@ from .._backoff import Backoff
 from .._errors import InvalidOption
 from .._model import Entry, ReapResult
 from .._ops import Batch, Op
-from .._workercore import (
+from .._workercore import WorkerCore
+from .._workersteps import (
     DEFAULT_BATCH_BUDGET_MS,
     DEFAULT_COUNT,
     DEFAULT_MAX_DELIVERIES,
@@ -36,7 +37,6 @@ from .._workercore import (
     Park,
     Steps,
     Wait,
-    WorkerCore,
 )
 from . import _drive
 from . import _fastpath as afp
