@@ -30,7 +30,7 @@ from ._partition_core import (
     assign,
     validate_tag,
 )
-from ._workercore import Steps
+from ._workersteps import Steps
 from .stream import EventStream
 from .worker import ConsumerWorker, Handler
 
