@@ -20,6 +20,8 @@ import psutil
 
 from redis_streaming import LocalCluster, PartitionedConsumerPool, PartitionedStream
 
+from . import partitions as side
+
 PRODUCERS = 2  # one per core of this machine
 CONSUMERS = 2
 BATCH = 500
@@ -250,6 +252,86 @@ def summary(results: list[PhaseResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def compare(events: int, repeat: int) -> dict[str, Any]:
+    """The issue's ratios, side by side in one process (interleaved rounds, medians).
+
+    1 node (a 1-master cluster's node through a plain ``redis.Redis``): PartitionedStream vs
+    EventStream produce_batch, and the pool vs one ConsumerWorker. 3 masters (slots spread
+    2/2/2): PartitionedStream.produce_batch vs redis-py's RedisCluster pipeline doing the same
+    XADDs, and the pool's client CPU per event there vs on the single node.
+    """
+    samples: dict[str, list[tuple[float, float]]] = {}  # name -> [(events/s, µs CPU/event)]
+
+    def record(name: str, measured: tuple[int, float, float]) -> None:
+        done, seconds, cpu = measured
+        samples.setdefault(name, []).append((done / seconds, cpu / max(done, 1) * 1e6))
+
+    with LocalCluster(1) as one, LocalCluster(3) as three:
+        three.spread(PartitionedStream(None, "x", partitions=side.PARTITIONS).keys)
+        single = one.masters()[0].client(decode_responses=True)
+        cluster = three.client()
+        for _ in range(repeat):
+            record("1 node: EventStream.produce_batch", side.produce_stream(single, events))
+            record(
+                "1 node: PartitionedStream.produce_batch", side.produce_partitioned(single, events)
+            )
+            record(
+                "3 masters: PartitionedStream.produce_batch",
+                side.produce_partitioned(cluster, events),
+            )
+            record(
+                "3 masters: RedisCluster pipeline XADDs",
+                side.produce_cluster_pipeline(cluster, events),
+            )
+            record("1 node: ConsumerWorker", side.consume_worker(single, events))
+            record("1 node: PartitionedConsumerPool", side.consume_pool(single, events))
+            record("3 masters: PartitionedConsumerPool", side.consume_pool(cluster, events))
+        cluster.close()
+        single.close()
+    rows = {
+        name: {
+            "events_per_s": round(_median([r for r, _ in got])),
+            "client_cpu_us_per_event": round(_median([c for _, c in got]), 2),
+            "rounds": [[round(r), round(c, 2)] for r, c in got],
+        }
+        for name, got in samples.items()
+    }
+
+    def ratio(a: str, b: str, what: str = "events_per_s") -> float:
+        pairs = zip(samples[a], samples[b], strict=True)
+        index = 0 if what == "events_per_s" else 1
+        return round(_median([x[index] / y[index] for x, y in pairs]), 2)
+
+    ratios = {
+        "produce, 1 node: PartitionedStream / EventStream (events/s)": ratio(
+            "1 node: PartitionedStream.produce_batch", "1 node: EventStream.produce_batch"
+        ),
+        "produce, 3 masters: PartitionedStream / RedisCluster pipeline (events/s)": ratio(
+            "3 masters: PartitionedStream.produce_batch", "3 masters: RedisCluster pipeline XADDs"
+        ),
+        "consume, 1 node: pool / ConsumerWorker (events/s)": ratio(
+            "1 node: PartitionedConsumerPool", "1 node: ConsumerWorker"
+        ),
+        "consume: pool client CPU per event, 3 masters / 1 node": ratio(
+            "3 masters: PartitionedConsumerPool", "1 node: PartitionedConsumerPool", "cpu"
+        ),
+    }
+    print(f"\nside by side ({repeat} interleaved rounds, medians; {events:,} events each):")
+    for name, row in rows.items():
+        print(
+            f"  {name:48s} {row['events_per_s']:>9,d} events/s  "
+            f"{row['client_cpu_us_per_event']:5.2f} µs client CPU/event"
+        )
+    for name, value in ratios.items():
+        print(f"  {name:76s} {value:.2f}")
+    return {"rows": rows, "ratios": ratios}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -263,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{CONSUMERS} consumer processes, {os.cpu_count()} CPUs",
         flush=True,
     )
+    side_by_side = compare(events, 1 if args.smoke else max(1, args.repeat))
     results = run(events, repeat=1 if args.smoke else max(1, args.repeat))
     rows = summary(results)
     print("\nshards  phase     best events/s  median events/s  (rounds)")
@@ -272,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  ({row['rounds']})"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"summary": rows, "rounds": [asdict(r) for r in results]}
+    doc = {"side_by_side": side_by_side, "summary": rows, "rounds": [asdict(r) for r in results]}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
