@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import asyncio_api, consume, latency, memory, produce, recovery, report
+from . import asyncio_api, consume, latency, memory, processes, produce, recovery, report
 from . import profile as profiling
 from ._common import Row, Scale, Server, available_servers, start_server
 
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Callable[[Server, Scale], list[Row]]] = {
     "recovery": recovery.run,
     "memory": memory.run,
     "async": asyncio_api.run,
+    "processes": processes.run,
 }
 
 TEMPLATE = (
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         print("   profile ...", flush=True)
                         profile = profiling.run(server, scale)
                     continue
-                if name == "memory" and kind != args.server_list[0]:
-                    continue  # memory is about the client process; one server is enough
+                if name in ("memory", "processes") and kind != args.server_list[0]:
+                    continue  # both are about the client processes; one server is enough
                 started = time.perf_counter()
                 got = SCENARIOS[name](server, scale)
                 rows.extend(got)

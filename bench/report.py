@@ -248,6 +248,7 @@ def generated(results: dict[str, Any]) -> str:
         ("latency", None, "Latency"),
         ("recovery", None, "Recovery"),
         ("memory", None, "Memory (peak RSS of a fresh process)"),
+        ("processes", None, "Worker processes (CPU-bound handler, 1 vs 2 processes)"),
     ]
     for scenario, baseline, title in sections:
         if not any(r["scenario"] == scenario for r in rows):

@@ -27,7 +27,9 @@ def test_bench_smoke_runs_every_scenario(tmp_path: Path) -> None:
     assert out.exists()
     results = json.loads(out.read_text())
     scenarios = {row["scenario"] for row in results["results"]}
-    assert scenarios == {"produce", "consume", "latency", "recovery", "memory"}
+    assert scenarios == {
+        "produce", "consume", "latency", "recovery", "memory", "async", "processes",
+    }  # fmt: skip
     for row in results["results"]:
         assert row["value"] > 0, row
     assert set(results["profile"]) == {"consume", "produce_batch"}
