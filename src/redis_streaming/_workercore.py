@@ -283,7 +283,7 @@ class WorkerCore:
             n = yield _plans.ack(self.stream.key, self.group, self._pending_acks)
             self.stream._count(acked=int(n))
             self._pending_acks = []
-        except (rex.RedisError, StreamingError) as exc:
+        except (rex.RedisError, StreamingError, OSError) as exc:
             logger.warning(
                 "could not ack %d entries on %s/%s: %s",
                 len(self._pending_acks), self.stream.key, self.group, exc,

@@ -155,11 +155,12 @@ async def _exchange(client: aredis.Redis, step: Exchange) -> list[Any]:
         conn, cid = await _connection(pool)
     except _CONNECTION as exc:
         raise Cut(False, 0, exc) from exc
-    sent = False
+    # One write of every slice, then one drain. Counted as sent from the first byte on: a
+    # transport may have flushed part of it before failing, so a cut from here on is settled
+    # through the marker, never answered by a blind resend.
+    sent = True
     try:
-        for part in step.parts:
-            await conn.send_packed_command(part, check_health=False)
-            sent = True
+        await conn.send_packed_command(list(step.parts), check_health=False)
         return await read_replies(conn, step.replies)
     except _CONNECTION as exc:
         await _abandon(conn)

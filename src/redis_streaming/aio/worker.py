@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.exceptions as rex
+
 from .. import _codec as codec
 from .. import _fastpath as fp
 from .._backoff import Backoff
@@ -221,8 +223,11 @@ class AsyncConsumerWorker(WorkerCore):
             while True:
                 try:
                     if isinstance(step, (Op, Batch)):
-                        async with asyncio.timeout(self._bound):
-                            reply = await _drive.execute(client, step)
+                        try:
+                            async with asyncio.timeout(self._bound):
+                                reply = await _drive.execute(client, step)
+                        except TimeoutError as late:  # the worker's own bound, not the client's
+                            raise rex.TimeoutError(f"no reply within {self._bound:.1f} s") from late
                     elif isinstance(step, FastRead):
                         reply = await self._fast_read(step)
                     elif isinstance(step, Handle):
@@ -283,14 +288,21 @@ class AsyncConsumerWorker(WorkerCore):
                     continue
             runnable.append((entry, n))
         if self.concurrency == 1:
+            # Inline rather than through _one: this loop is where a fast handler's time goes.
+            handler, stopping, append = self.handler, self._stop.is_set, ok.append
             for entry, n in runnable:
-                if self._stop.is_set():
+                if stopping():
                     break  # the rest stays pending for a reaper (or this name's restart)
-                outcome = await self._one(entry, n, reaped)
-                if outcome is None:
-                    ok.append(entry.id)
-                elif outcome:
-                    dead.append((entry, n, outcome))
+                try:
+                    if entry.undecodable:
+                        raise self.decode_error(entry)
+                    await handler(entry)
+                except Exception as exc:
+                    error = self.failure(entry, exc, n, reaped)
+                    if error is not None:
+                        dead.append((entry, n, error))
+                    continue
+                append(entry.id)
         else:
             gate = asyncio.Semaphore(self.concurrency)
 
@@ -317,5 +329,7 @@ class AsyncConsumerWorker(WorkerCore):
     async def _run(self) -> None:
         try:
             await self._drive(self.loop(afp.supports(self.stream.client)))
+        except Exception:  # the core handles every failure it can meet; this is a bug
+            logger.exception("%s: worker task failed", self.name)
         finally:
             self._parked.set()
