@@ -144,8 +144,10 @@ def test_partitioned_batch_cut_after_exec_is_not_duplicated(
     ps.produce("warm", {}, key="a")
     batch = [(f"k{i}", "order", {"n": i}) for i in range(200)]
     sizes = [sum(ps.partition_index(k) == p for k, _, _ in batch) for p in range(2)]
-    # Cut once the first partition's EXEC has run, before its reply arrives.
-    proxy.rule = Once("down", b"*%d\r\n" % (sizes[0] + 1))
+    # Cut once a partition's first slice (20 XADDs + the marker) has run, before its reply
+    # arrives: partitions are written side by side, in slices of 20 like EventStream's.
+    assert min(sizes) > 20
+    proxy.rule = Once("down", b"*21\r\n")
     ids = ps.produce_batch(batch)
     assert proxy.rule.fired
     # IDs are per partition key: the same ID may appear in both partitions.
