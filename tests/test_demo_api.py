@@ -5,6 +5,7 @@ Each test gets its own stream key; the app's lifespan starts and stops the demo'
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -13,9 +14,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from redis_streaming import EmbeddedServer, GroupInfo, HealthThresholds, StreamInfo
+from redis_streaming import (
+    AsyncConsumerWorker,
+    EmbeddedServer,
+    GroupInfo,
+    HealthThresholds,
+    StreamInfo,
+)
 from redis_streaming._lag import Lag
-from redis_streaming.demo import DemoConfig, create_app, params
+from redis_streaming.demo import DemoConfig, create_app, params, routes_read
 from redis_streaming.demo import app as demo_app
 from redis_streaming.demo import state as state_module
 from redis_streaming.demo.runtime import DemoRuntime
@@ -178,6 +185,39 @@ def test_state_takes_two_round_trips(api: TestClient) -> None:
     assert calls == [7, 4]
 
 
+def test_consumers_are_tasks_on_the_apps_loop_and_stop_with_it(
+    server: EmbeddedServer, key: str
+) -> None:
+    config = DemoConfig(
+        redis_url=server.url, stream_key=key, allowed_hosts=("testserver",), process_ms=1
+    )
+    client = TestClient(create_app(config))
+    with client:
+        rt = runtime(client)
+        assert client.portal is not None
+        workers = rt._all_workers()
+        assert len(workers) == 3
+        assert all(isinstance(w, AsyncConsumerWorker) and w.is_alive for w in workers)
+        assert not [t for t in threading.enumerate() if t.name.startswith("consumer-")]
+        tasks = client.portal.call(_consumer_tasks)
+        assert sorted(tasks) == [
+            "consumer-analytics-worker-c",
+            "consumer-notifications-worker-a",
+            "consumer-notifications-worker-b",
+        ]
+        ids = client.post("/produce", json={"count": 10}).json()["ids"]
+        wait_until(
+            lambda: sum(w.status().processed for w in workers) == 2 * len(ids),
+            what="both groups to process every entry",
+        )
+    # The lifespan's exit awaited every worker's stop.
+    assert not any(w.is_alive for w in workers)
+
+
+async def _consumer_tasks() -> list[str]:
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("consumer-")]
+
+
 def test_produce_accepts_json_and_form_and_workers_consume(api: TestClient) -> None:
     r = api.post("/produce", json={"count": 5, "type": "order.paid"})
     assert r.status_code == 200, r.text
@@ -309,25 +349,20 @@ def test_two_concurrent_removes_never_hand_entries_to_each_other(api: TestClient
     strand(api, "notifications", "worker-b", 3, produce=5)
     api.post("/resume", json={"group": "notifications", "name": "worker-d"})
     rt = runtime(api)
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-    go = threading.Barrier(2)
 
-    def remove(name: str) -> None:
-        go.wait()
-        try:
-            results.append(rt.remove_worker("notifications", name))
-        except BaseException as exc:  # surfaced by the assert below
-            errors.append(exc)
+    async def both() -> list[dict[str, Any]]:
+        # Two removes in flight at once on the app's loop, where the worker tasks run.
+        return list(
+            await asyncio.gather(
+                rt.remove_worker("notifications", "worker-a"),
+                rt.remove_worker("notifications", "worker-b"),
+            )
+        )
 
-    threads = [threading.Thread(target=remove, args=(n,)) for n in ("worker-a", "worker-b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-    assert errors == []
+    assert api.portal is not None
+    results = api.portal.call(both)
     assert sorted(r["name"] for r in results) == ["worker-a", "worker-b"]
-    assert all(r["destroyed"] == 0 and r["handed_over_to"] == "worker-d" for r in results)
+    assert all(r["destroyed"] == 0 and r["handed_over_to"] == "worker-d" for r in results), results
     doc = state(api)
     g = group(doc, "notifications")
     assert [c["name"] for c in g["consumers_detail"]] == ["worker-d"]
@@ -843,15 +878,15 @@ def test_claim_target_prefers_the_group_with_claimable_entries() -> None:
     }  # fmt: skip
     # Both groups have one claimable entry; notifications' has waited longer. b is dead, a
     # owns the entries: d, though paused, is the peer to reclaim them.
-    assert demo_app.claim_target(doc, 5_000) == {
+    assert routes_read.claim_target(doc, 5_000) == {
         "group": "notifications",
         "consumer": "d",
         "claimable": 1,
         "pending": 2,
     }
-    assert demo_app.claim_target(doc, 10_000)["group"] == "notifications"
-    assert demo_app.claim_target(doc, 60_000)["claimable"] == 0
-    assert demo_app.claim_target({"groups": doc["groups"], "pending": []}, 5_000) is None
+    assert routes_read.claim_target(doc, 10_000)["group"] == "notifications"
+    assert routes_read.claim_target(doc, 60_000)["claimable"] == 0
+    assert routes_read.claim_target({"groups": doc["groups"], "pending": []}, 5_000) is None
 
 
 # ---------------------------------------------------------------- hostile requests
