@@ -7,22 +7,25 @@ client) and must never send anything other than what the plain redis-py path sen
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import dataclasses
-import functools
-import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from math import isfinite
 from typing import Any
 
-import redis
-import redis.exceptions as rex
-
 from ._codec import encode_batch, make_entry
 from ._errors import InvalidEvent
 from ._model import RESERVED_FIELDS, Entry
+from ._wire import NOT_ENOUGH_DATA as NOT_ENOUGH_DATA
+from ._wire import Interrupted as Interrupted
+from ._wire import _escape_bad_bytes as _escape_bad_bytes
+from ._wire import bad_bytes_seen as bad_bytes_seen
+from ._wire import get_connection as get_connection
+from ._wire import read_entries as read_entries
+from ._wire import read_replies as read_replies
+from ._wire import roundtrip as roundtrip
+from ._wire import supports as supports
+from ._wire import text as text
 
 logger = logging.getLogger(__name__)
 
@@ -310,35 +313,6 @@ def pack_ack_read(
     return pack_command(("XACK", key, group, *acks)) + pack_command(read)
 
 
-def text(value: Any) -> str:
-    # IDs and status replies only: the server makes them, always ASCII.
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-# A decode_responses client's hiredis reader decodes in C. For the reads below it decodes with
-# this handler instead of "strict": a bad byte becomes a lone surrogate (surrogateescape, so the
-# bytes can be recovered exactly) and bumps a counter, so a reply with no bad byte anywhere
-# costs no per-field check. A count bumped by another thread only means one extra check.
-_BAD_UTF8 = "redis_streaming.flag_utf8"
-_bad_bytes = [0]
-
-
-def _flag_and_escape(exc: UnicodeError) -> tuple[str | bytes, int]:
-    _bad_bytes[0] += 1
-    return codecs.lookup_error("surrogateescape")(exc)
-
-
-codecs.register_error(_BAD_UTF8, _flag_and_escape)
-
-
-def bad_bytes_seen() -> int:
-    """How many bad UTF-8 sequences the fast readers have escaped so far (compare before and
-    after a read: equal means every str in its reply is valid text)."""
-    return _bad_bytes[0]
-
-
 def _slot_setters() -> tuple[Callable[[Entry, Any], None], Callable[[Entry, Any], None]] | None:
     # A frozen dataclass __init__ goes through object.__setattr__ per field; the slot
     # descriptors set the same two attributes for a quarter less per entry. Only valid while
@@ -408,151 +382,3 @@ XADD_ROUND = 1000  # commands per round trip: bounds both buffers for huge batch
 XADD_WRITE = 20  # commands per write: the server works on one write while we pack the next
 
 
-def read_entries(client: Any, *args: Any) -> Any:
-    """Send a command whose reply carries entry fields; the reply is read as bytes.
-
-    redis-py's callbacks still shape it, but a ``decode_responses`` client cannot fail on a
-    field that is not UTF-8: _codec.make_entry decodes strictly and keeps such an entry whole.
-    """
-    return client.execute_command(*args, NEVER_DECODE=True)
-
-
-def supports(client: object) -> bool:
-    """True for a plain ``redis.Redis`` with a connection pool (not cluster, not pinned)."""
-    return (
-        isinstance(client, redis.Redis)
-        and getattr(client, "connection", None) is None
-        and getattr(client, "connection_pool", None) is not None
-    )
-
-
-try:  # the marker redis-py's hiredis reader returns while a reply is incomplete
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - another redis-py layout: use read_response
-    NOT_ENOUGH_DATA = None
-
-
-def read_replies(
-    conn: Any, replies: int, raw: bool = False, timeout: float | None = None
-) -> list[Any]:
-    parser: Any = getattr(conn, "_parser", None)
-    reader = getattr(parser, "_reader", None)
-    if reader is None or NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
-        # No hiredis reader to drive directly: let redis-py read each reply (slower), as bytes
-        # when entries are read so a bad byte cannot raise half-way through a reply.
-        out: list[Any] = []
-        for _ in range(replies):
-            try:
-                out.append(conn.read_response(disable_decoding=raw))
-            except rex.ResponseError as exc:
-                out.append(exc)
-        return out
-    # redis-py's hiredis reader returns error replies as exception objects; reading it
-    # directly skips per-reply bookkeeping that costs more than the parse itself. RESP3 push
-    # frames (invalidations, maintenance notices) go to redis-py's own handler, as it would.
-    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
-    # ``timeout`` bounds each wait for bytes whatever the client's socket_timeout (None in
-    # redis-py 5-7 by default): a silent connection then raises TimeoutError, never hangs.
-    fill = (
-        parser.read_from_socket
-        if timeout is None
-        else functools.partial(parser.read_from_socket, timeout)
-    )
-    gets = reader.gets
-    out = []
-    append = out.append
-    while len(out) < replies:
-        reply = gets()
-        while reply is NOT_ENOUGH_DATA:
-            fill()
-            reply = gets()
-        kind = type(reply)
-        if kind is str or kind is bytes:  # the common reply (an XADD's ID): skip the checks
-            append(reply)
-            continue
-        if isinstance(reply, rex.ConnectionError):
-            raise reply
-        if push_type is not None and isinstance(reply, push_type):
-            parser.handle_push_response(reply)
-            continue
-        append(reply)
-    return out
-
-
-class Interrupted(rex.ConnectionError):
-    """A round trip's connection failed; ``sent`` is True once every byte had been written."""
-
-    def __init__(self, message: str, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-_NEEDS_COMMAND_NAME: dict[type, bool] = {}
-
-
-def get_connection(pool: Any) -> Any:
-    """A connection from ``pool``; redis-py before 5.3 requires a command name, later ones
-    warn when given one."""
-    kind = type(pool)
-    needs = _NEEDS_COMMAND_NAME.get(kind)
-    if needs is None:
-        param = inspect.signature(pool.get_connection).parameters.get("command_name")
-        needs = _NEEDS_COMMAND_NAME[kind] = (
-            param is not None and param.default is inspect.Parameter.empty
-        )
-    return pool.get_connection("_") if needs else pool.get_connection()
-
-
-def _escape_bad_bytes(conn: Any) -> Callable[[], None] | None:
-    """Switch a decoding hiredis reader to the flagging handler; returns the undo, if any."""
-    encoder = getattr(conn, "encoder", None)
-    reader = getattr(getattr(conn, "_parser", None), "_reader", None)
-    if encoder is None or reader is None or not getattr(encoder, "decode_responses", False):
-        return None
-    encoding, errors = encoder.encoding, encoder.encoding_errors
-    reader.set_encoding(encoding=encoding, errors=_BAD_UTF8)
-    return lambda: reader.set_encoding(encoding=encoding, errors=errors)
-
-
-def roundtrip(
-    client: redis.Redis,
-    payload: bytes | Iterable[bytes],
-    replies: int,
-    *,
-    entries: bool = False,
-    timeout: float | None = None,
-) -> list[Any]:
-    """Send ``payload`` (one buffer, or buffers written as they are produced) and read
-    ``replies`` raw replies, in order.
-
-    Error replies are returned as ResponseError objects, after every reply has been read, so
-    the connection goes back to the pool in sync. A connection that fails mid-way is closed
-    and :class:`Interrupted` says whether the whole payload had been written. ``entries``:
-    the replies carry entry fields, so a decoding reader escapes bad bytes instead of raising
-    (see :data:`_BAD_UTF8`). ``timeout``: the longest wait for reply bytes, in seconds.
-    """
-    pool = client.connection_pool
-    conn: Any = get_connection(pool)
-    sent = False
-    undo = None
-    try:
-        if isinstance(payload, bytes):
-            conn.send_packed_command([payload], check_health=False)
-        else:
-            for part in payload:
-                conn.send_packed_command([part], check_health=False)
-        sent = True
-        if entries:
-            undo = _escape_bad_bytes(conn)
-        return read_replies(conn, replies, raw=entries, timeout=timeout)
-    except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
-        conn.disconnect()
-        raise Interrupted(f"connection lost during a round trip: {exc}", sent) from exc
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        if undo is not None:
-            with contextlib.suppress(Exception):  # a reader gone with a reconnect: nothing to undo
-                undo()
-        pool.release(conn)
