@@ -19,7 +19,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import asyncio_api, consume, latency, memory, processes, produce, recovery, report
+from . import (
+    asyncio_api,
+    consume,
+    latency,
+    memory,
+    partitions,
+    processes,
+    produce,
+    recovery,
+    report,
+)
 from . import profile as profiling
 from ._common import Row, Scale, Server, available_servers, start_server
 
@@ -32,6 +42,7 @@ SCENARIOS: dict[str, Callable[[Server, Scale], list[Row]]] = {
     "memory": memory.run,
     "async": asyncio_api.run,
     "processes": processes.run,
+    "partition": partitions.run,
 }
 
 TEMPLATE = (

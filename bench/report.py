@@ -249,6 +249,7 @@ def generated(results: dict[str, Any]) -> str:
         ("recovery", None, "Recovery"),
         ("memory", None, "Memory (peak RSS of a fresh process)"),
         ("processes", None, "Worker processes (CPU-bound handler, 1 vs 2 processes)"),
+        ("partition", None, "Partitions on one node (see docs/SCALING.md for the cluster)"),
     ]
     for scenario, baseline, title in sections:
         if not any(r["scenario"] == scenario for r in rows):

@@ -28,7 +28,7 @@ def test_bench_smoke_runs_every_scenario(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     scenarios = {row["scenario"] for row in results["results"]}
     assert scenarios == {
-        "produce", "consume", "latency", "recovery", "memory", "async", "processes",
+        "produce", "consume", "latency", "recovery", "memory", "async", "processes", "partition",
     }  # fmt: skip
     for row in results["results"]:
         assert row["value"] > 0, row
