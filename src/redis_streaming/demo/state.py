@@ -15,7 +15,6 @@ import redis.exceptions as rex
 
 from .. import _codec as codec
 from .. import _lag
-from .._cli_input import shown
 from .._errors import is_missing_key, translate
 from .._fastpath import read_entries
 from .._lag import Lag
@@ -152,7 +151,11 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     }
     if isinstance(entry, UndecodableEntry):  # fields holds the pairs that decode; raw all
         out["undecodable"] = True
-        out["raw"] = [[shown(n), shown(v)] for n, v in entry.raw]
+        # As the CLI shows them: UTF-8, each undecodable byte written \xNN.
+        out["raw"] = [
+            [n.decode("utf-8", "backslashreplace"), v.decode("utf-8", "backslashreplace")]
+            for n, v in entry.raw
+        ]
     return out
 
 
