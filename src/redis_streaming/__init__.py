@@ -6,6 +6,7 @@ The public API. Everything not listed in ``__all__`` is private and may change.
 from ._backoff import Backoff
 from ._errors import (
     EntryDecodeError,
+    FeatureUnavailable,
     GroupMissing,
     InvalidEvent,
     InvalidInput,
@@ -18,6 +19,7 @@ from ._errors import (
     StreamingError,
 )
 from ._model import (
+    AckDeleteResult,
     ClaimResult,
     ConsumerInfo,
     ConsumerStatus,
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_MAXLEN_APPROX",
     "DEFAULT_MAX_DELIVERIES",
     "DEFAULT_REAP_INTERVAL_S",
+    "AckDeleteResult",
     "AlreadyRunning",
     "AsyncConsumerWorker",
     "AsyncDeadLetters",
@@ -69,6 +72,7 @@ __all__ = [
     "Entry",
     "EntryDecodeError",
     "EventStream",
+    "FeatureUnavailable",
     "GroupHealth",
     "GroupInfo",
     "GroupLimit",

@@ -13,6 +13,7 @@ It must not do I/O; every other module raises these and matches server errors on
     ├── GroupMissing                   NOGROUP: the stream or its group does not exist (any more)
     ├── EntryDecodeError               a stored entry is not valid UTF-8 (names its ID)
     └── ServerError                    any other error reply from the server
+        └── FeatureUnavailable         the server lacks a needed command (Redis 8.2's XACKDEL)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import redis.exceptions as rex
 
 __all__ = [
     "EntryDecodeError",
+    "FeatureUnavailable",
     "GroupMissing",
     "InvalidEvent",
     "InvalidInput",
@@ -129,6 +131,13 @@ class EntryDecodeError(StreamingError):
 
 class ServerError(StreamingError):
     """Any other error reply from the server."""
+
+
+class FeatureUnavailable(ServerError):
+    """The server lacks a command this call needs (XACKDEL, ``XTRIM ... ACKED``: Redis 8.2+).
+
+    Raised before anything is written; nothing is emulated in its place.
+    """
 
 
 def _message(err: BaseException) -> str:

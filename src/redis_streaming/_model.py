@@ -142,6 +142,21 @@ class PendingEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AckDeleteResult:
+    """What XACKDEL did with each ID: ``deleted`` (acked here and removed from the stream),
+    ``kept`` (acked here, but the entry stays: another group still references it, under the
+    ``acked`` policy), ``missing`` (no such entry, or not pending in this group)."""
+
+    deleted: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def acked(self) -> int:
+        return len(self.deleted) + len(self.kept)
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimResult:
     """What XAUTOCLAIM moved to a consumer.
 

@@ -14,7 +14,15 @@ from typing import Any, Final
 
 from . import _codec as codec
 from ._errors import InvalidOption
-from ._model import ClaimResult, ConsumerInfo, Entry, GroupInfo, PendingEntry, StreamInfo
+from ._model import (
+    AckDeleteResult,
+    ClaimResult,
+    ConsumerInfo,
+    Entry,
+    GroupInfo,
+    PendingEntry,
+    StreamInfo,
+)
 from ._ops import Emit, Op, Plan, Step, raw_command
 
 logger = logging.getLogger(__name__)
@@ -107,6 +115,42 @@ def consume_own_pel(key: str, group: str, consumer: str, count: int, after: str)
 def ack(key: str, group: str, ids: list[str]) -> Op:
     """XACK of IDs known to be valid (at least one)."""
     return Op("xack", (key, group, *ids), parse=int)
+
+
+#: XACKDEL / XTRIM reference policies: ``keepref`` deletes the entry and leaves other groups'
+#: PEL references dangling (they can no longer read it); ``delref`` deletes it and removes it
+#: from every group's PEL; ``acked`` deletes it only once every group has acknowledged it.
+REF_POLICIES: Final = ("keepref", "delref", "acked")
+
+
+def validate_ref(ref: object) -> str:
+    if ref not in REF_POLICIES:
+        raise InvalidOption(f"ref must be one of {', '.join(REF_POLICIES)}, got {ref!r}")
+    return str(ref)
+
+
+def ack_delete_args(key: str, group: str, ids: list[str], ref: str) -> tuple[str, ...]:
+    return ("XACKDEL", key, group, ref.upper(), "IDS", str(len(ids)), *ids)
+
+
+def _ackdel_result(ids: list[str]) -> Any:
+    def parse(codes: Any) -> AckDeleteResult:
+        out: dict[int, list[str]] = {1: [], 2: [], -1: []}
+        for entry_id, code in zip(ids, codes, strict=True):
+            out.get(int(code), out[-1]).append(entry_id)
+        return AckDeleteResult(tuple(out[1]), tuple(out[2]), tuple(out[-1]))
+
+    return parse
+
+
+def ack_delete(key: str, group: str, ids: list[str], ref: str) -> Op:
+    """XACKDEL of IDs known to be valid (at least one): an AckDeleteResult."""
+    return Op("execute_command", ack_delete_args(key, group, ids, ref), parse=_ackdel_result(ids))
+
+
+def acked_count(codes: Any) -> int:
+    """How many IDs an XACKDEL reply says were acknowledged (deleted or kept)."""
+    return sum(1 for code in codes if int(code) in (1, 2))
 
 
 def checked_ids(group: str, ids: object) -> list[str]:

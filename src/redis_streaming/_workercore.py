@@ -20,12 +20,13 @@ from typing import Any
 
 import redis.exceptions as rex
 
+from . import _caps, _fastpath, _plans, _workerrecovery
 from . import _codec as codec
-from . import _fastpath, _plans, _workerrecovery
 from ._backoff import Backoff
 from ._batching import ReadSizer
 from ._errors import (
     EntryDecodeError,
+    FeatureUnavailable,
     GroupMissing,
     InvalidOption,
     StreamingError,
@@ -33,7 +34,7 @@ from ._errors import (
     translate,
 )
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry
-from ._ops import Batch
+from ._ops import Batch, Op
 from ._streamcore import StreamCore, now_ms
 from ._workersteps import (
     READ_MARGIN_S,
@@ -71,6 +72,8 @@ class WorkerCore:
         on_error: ErrorCallback | None,
         recent_size: int,
         backoff: Backoff | None,
+        ack_mode: str = "ack",
+        delete_ref: str = "acked",
     ) -> None:
         self.stream = stream
         self.group = codec.validate_name(group, "group")
@@ -110,6 +113,10 @@ class WorkerCore:
             raise InvalidOption(f"on_error must be callable, got {on_error!r}")
         self.on_error = on_error
         self.backoff = backoff or Backoff()
+        if ack_mode not in ("ack", "delete"):
+            raise InvalidOption(f"ack_mode must be 'ack' or 'delete', got {ack_mode!r}")
+        self.ack_mode = ack_mode
+        self.delete_ref = _plans.validate_ref(delete_ref)
         self._lock = threading.Lock()
         self._pending_acks: list[str] = []
         self._recent: deque[Delivery] = deque(maxlen=codec.validate_int(recent_size, "recent_size"))
@@ -280,7 +287,7 @@ class WorkerCore:
         if not self._pending_acks:
             return
         try:
-            n = yield _plans.ack(self.stream.key, self.group, self._pending_acks)
+            n = yield self._ack_op(self._pending_acks)
             self.stream._count(acked=int(n))
             self._pending_acks = []
         except (rex.RedisError, StreamingError, OSError) as exc:
@@ -298,12 +305,27 @@ class WorkerCore:
         left_ms = int((self._next_reap - time.monotonic()) * 1000) + 1
         return max(1, min(self.block_ms, left_ms))
 
+    def _ack_op(self, ids: list[str]) -> Op:
+        """XACK, or XACKDEL in ``ack_mode="delete"``; its reply is how many were acked."""
+        if self.ack_mode == "ack":
+            return _plans.ack(self.stream.key, self.group, ids)
+        args = _plans.ack_delete_args(self.stream.key, self.group, ids, self.delete_ref)
+        return Op("execute_command", args, parse=_plans.acked_count)
+
     def _read(self, fast: bool) -> Steps:
         """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
         key, acks = self.stream.key, self._pending_acks
         count, block_ms = self._sizer.count, self._block_now()
         if fast:
-            payload = _fastpath.pack_ack_read(key, self.group, self.name, acks, count, block_ms)
+            if acks and self.ack_mode == "delete":
+                args = _plans.ack_delete_args(key, self.group, acks, self.delete_ref)
+                payload = _fastpath.pack_command(args) + _fastpath.pack_ack_read(
+                    key, self.group, self.name, (), count, block_ms
+                )
+            else:
+                payload = _fastpath.pack_ack_read(
+                    key, self.group, self.name, acks, count, block_ms
+                )
             flagged = _fastpath.bad_bytes_seen()
             replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
             raw = replies[-1]
@@ -311,7 +333,9 @@ class WorkerCore:
                 if isinstance(replies[0], Exception):
                     raise replies[0]
                 self._pending_acks = []
-                self.stream._count(acked=int(replies[0]))
+                reply = replies[0]
+                n = _plans.acked_count(reply) if isinstance(reply, list) else int(reply)
+                self.stream._count(acked=n)
             if isinstance(raw, Exception):
                 raise raw
             checked = _fastpath.bad_bytes_seen() == flagged
@@ -319,7 +343,7 @@ class WorkerCore:
         read = _plans.read_group(key, self.group, self.name, ">", count, block_ms)
         if not acks:
             return (yield read)
-        acked, entries = yield Batch([_plans.ack(key, self.group, acks), read])
+        acked, entries = yield Batch([self._ack_op(acks), read])
         self._pending_acks = []
         self.stream._count(acked=int(acked))
         return entries
@@ -369,6 +393,8 @@ class WorkerCore:
         while not self._stopping():
             try:
                 if not started:
+                    if self.ack_mode == "delete":
+                        (yield from _caps.detect()).require_xackdel()
                     yield from _plans.ensure_group(self.stream.key, self.group, self.group_start)
                     if self.process_own_pel:
                         yield from _workerrecovery.replay_own_pel(self)
@@ -402,6 +428,11 @@ class WorkerCore:
                 self._sizer.observe(asked, len(entries), time.perf_counter() - began)
                 self.processed += len(ok)
                 self._pending_acks.extend(ok)
+            except FeatureUnavailable as exc:  # nothing to retry: this server cannot do it
+                logger.error("%s cannot run on %s: %s", self.name, self.stream.key, exc)
+                if self.on_error is not None:
+                    self._safe_callback(exc, None)
+                break
             except (GroupMissing, rex.ResponseError) as exc:
                 problem: BaseException = exc
                 if isinstance(exc, GroupMissing) or is_nogroup(exc):

@@ -63,7 +63,7 @@ def recovered(core: WorkerCore, entries: list[Entry], deleted: Sequence[str]) ->
                     counts.update((row.id, row.deliveries) for row in rows)
         acked, dropped = yield from core._handle(entries, True, counts)
         if acked:
-            n = yield _plans.ack(core.stream.key, core.group, acked)
+            n = yield core._ack_op(acked)
             core.stream._count(acked=int(n))
         core.reaped += len(acked)
     if deleted:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from . import _codec as codec
 from . import _drive
+from ._caps import Capabilities
 from ._errors import InvalidOption
 from ._model import GroupInfo
 from ._ops import Batch, Op, Plan, raw_command
@@ -80,6 +81,9 @@ class TrimReport:
     hard_cap: int | None = None
     forced_deleted: int = 0
     overridden_groups: tuple[str, ...] = ()
+    #: True when the trim was one ``XTRIM ... ACKED`` (Redis 8.2+): the server itself refused to
+    #: remove any entry a group had not acknowledged, so no race with groups changing meanwhile.
+    server_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,25 +187,45 @@ def _count_from(key: str, start: str, end: str | None, cap: int) -> Plan[tuple[i
 
 
 def trim_safe_plan(
-    key: str, hard_cap: int | None, approximate: bool, count_cap: int = DEFAULT_COUNT_CAP
+    key: str,
+    hard_cap: int | None,
+    approximate: bool,
+    count_cap: int = DEFAULT_COUNT_CAP,
+    caps: Capabilities | None = None,
 ) -> Plan[TrimReport]:
-    """:func:`trim_safe` as a plan; arguments validated when called."""
+    """:func:`trim_safe` as a plan; arguments validated when called. ``caps``: what the server
+    supports (see _caps); with ACKED trimming the trim itself is checked by the server."""
     if hard_cap is not None:
         codec.validate_int(hard_cap, "hard_cap")
     codec.validate_int(count_cap, "count_cap", minimum=1)
-    return _trim_safe(key, hard_cap, approximate, count_cap)
+    return _trim_safe(key, hard_cap, approximate, count_cap, caps)
+
+
+def _server_checked(caps: Capabilities | None, approximate: bool) -> bool:
+    # Redis 8.2 has ACKED, but "~ ... ACKED" removes nothing there (fixed in 8.6): an
+    # approximate trim keeps the two-step path on 8.2; an exact one is a single ACKED XTRIM.
+    return caps is not None and caps.acked_trim and (caps.approx_acked_trim or not approximate)
 
 
 def _trim_safe(
-    key: str, hard_cap: int | None, approximate: bool, count_cap: int
+    key: str, hard_cap: int | None, approximate: bool, count_cap: int, caps: Capabilities | None
 ) -> Plan[TrimReport]:
     limits = yield from group_limits_plan(key)
     lowest = safe_limit(limits)
     deleted = forced = 0
     min_id: str | None = None
+    checked = _server_checked(caps, approximate) and lowest is not None
     if lowest is not None:
         min_id = lowest[0].limit_id
-        deleted = yield Op("xtrim", (key,), {"minid": min_id, "approximate": approximate}, int)
+        if checked:
+            # The limit read above is only an upper bound here: ACKED makes the server keep
+            # anything a group has not acknowledged, even one created since the read.
+            how = "~" if approximate else "="
+            deleted = yield Op(
+                "execute_command", ("XTRIM", key, "MINID", how, min_id, "ACKED"), parse=int
+            )
+        else:
+            deleted = yield Op("xtrim", (key,), {"minid": min_id, "approximate": approximate}, int)
     length = yield Op("xlen", (key,), parse=int)
     if hard_cap is not None and length > hard_cap:
         forced = yield Op("xtrim", (key,), {"maxlen": hard_cap, "approximate": False}, int)
@@ -239,6 +263,7 @@ def _trim_safe(
         hard_cap=hard_cap,
         forced_deleted=forced,
         overridden_groups=overridden,
+        server_checked=checked,
     )
     logger.info(
         "safe trim on %s to %s: %d deleted, %d held back by %s",
@@ -307,7 +332,7 @@ def trim_safe(
     Commands: XINFO GROUPS, XPENDING per group, XTRIM MINID, XLEN (XTRIM MAXLEN for the cap),
     XRANGE to count what is held back. Raises RedisUnavailable / ServerError.
     """
-    plan = trim_safe_plan(stream.key, hard_cap, approximate, count_cap)
+    plan = trim_safe_plan(stream.key, hard_cap, approximate, count_cap, stream.capabilities())
     return _drive.run(stream.client, plan)  # type: ignore[no-any-return]
 
 

@@ -15,12 +15,14 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 import redis.exceptions as rex
 
+from . import _caps, _drive, _fastpath, _plans, _produce, _produce_io, retention
 from . import _codec as codec
-from . import _drive, _fastpath, _plans, _produce, _produce_io, retention
+from ._caps import Capabilities
 from ._errors import (
     translate,
 )
 from ._model import (
+    AckDeleteResult,
     ClaimResult,
     ConsumerInfo,
     Entry,
@@ -198,6 +200,34 @@ class EventStream(StreamCore):
         pending. No call for an empty list; anything else raises InvalidStreamId."""
         checked = _plans.checked_ids(group, ids)
         return self.ack_unchecked(group, checked) if checked else 0
+
+    def capabilities(self) -> Capabilities:
+        """What the server supports beyond Redis 7 (ACKED trimming, XACKDEL), asked once per
+        connection pool (a probe of each command + HELLO) and cached."""
+        known = _caps.cached(self.client)
+        return (
+            known if known is not None else _caps.remember(self.client, self._run(_caps.detect()))
+        )
+
+    def ack_delete(
+        self, group: str, ids: Sequence[str] | str, *, ref: str = "acked"
+    ) -> AckDeleteResult:
+        """XACKDEL (Redis 8.2+): acknowledge the IDs in ``group`` and delete them, in one command.
+
+        ``ref`` says what happens to other groups: ``"acked"`` (default) deletes an entry only
+        once every group has acknowledged it (else it is only acked: ``kept``); ``"keepref"``
+        deletes it now, leaving other groups' pending references dangling (they can no longer
+        read it); ``"delref"`` deletes it and removes it from every group's PEL. Raises
+        FeatureUnavailable on older servers (nothing is emulated), InvalidStreamId/InvalidOption.
+        """
+        checked = _plans.checked_ids(group, ids)
+        policy = _plans.validate_ref(ref)
+        if not checked:
+            return AckDeleteResult()
+        self.capabilities().require_xackdel()
+        result: AckDeleteResult = self._run(_plans.ack_delete(self.key, group, checked, policy))
+        self._count(acked=result.acked)
+        return result
 
     def ack_unchecked(self, group: str, ids: Sequence[str]) -> int:
         """XACK without validation, for IDs that came from the server (worker hot path)."""
@@ -394,9 +424,8 @@ class EventStream(StreamCore):
 
         Returns a report naming the group that held the trim back and by how many entries.
         """
-        return _drive.run(  # type: ignore[no-any-return]
-            self.client, retention.trim_safe_plan(self.key, hard_cap, approximate)
-        )
+        plan = retention.trim_safe_plan(self.key, hard_cap, approximate, caps=self.capabilities())
+        return _drive.run(self.client, plan)  # type: ignore[no-any-return]
 
     def retain(
         self, max_age: float | timedelta, *, approximate: bool = True, safe: bool = False

@@ -97,6 +97,13 @@ class ConsumerWorker(WorkerCore):
             "0" (everything still in the stream), from "$" (only new entries), or "stop".
         process_own_pel: at start, first re-process this consumer's own pending entries.
         on_error: called with (exception, entry or None) for handler and Redis failures.
+        ack_mode: "ack" (XACK) or "delete" (XACKDEL, Redis 8.2+: acknowledge and delete in
+            one command; on an older server the worker stops at start with FeatureUnavailable,
+            reported through on_error; nothing is emulated).
+        delete_ref: with ack_mode="delete", what happens to other groups: "acked" (default:
+            an entry is deleted only once every group has acked it), "keepref" (deleted now;
+            other groups can no longer read it) or "delref" (deleted and dropped from every
+            group's PEL). Dead-lettered entries are acked (XACK), not deleted.
     """
 
     def __init__(
@@ -119,6 +126,8 @@ class ConsumerWorker(WorkerCore):
         on_error: ErrorCallback | None = None,
         recent_size: int = DEFAULT_RECENT_SIZE,
         backoff: Backoff | None = None,
+        ack_mode: str = "ack",
+        delete_ref: str = "acked",
     ) -> None:
         super().__init__(
             stream, group, name, count=count, batch_budget_ms=batch_budget_ms,
@@ -126,6 +135,7 @@ class ConsumerWorker(WorkerCore):
             max_deliveries=max_deliveries, group_start=group_start,
             on_missing_group=on_missing_group, process_own_pel=process_own_pel,
             on_error=on_error, recent_size=recent_size, backoff=backoff,
+            ack_mode=ack_mode, delete_ref=delete_ref,
         )  # fmt: skip
         self.stream: EventStream = stream
         self.handler: Handler = _noop if handler is None else check_handler(handler)

@@ -14,10 +14,19 @@ from typing import Any
 
 import redis.asyncio as aredis
 
+from .. import _caps, _plans, _produce, retention
 from .. import _codec as codec
 from .. import _fastpath as fp
-from .. import _plans, _produce, retention
-from .._model import ClaimResult, ConsumerInfo, Entry, GroupInfo, PendingEntry, StreamInfo
+from .._caps import Capabilities
+from .._model import (
+    AckDeleteResult,
+    ClaimResult,
+    ConsumerInfo,
+    Entry,
+    GroupInfo,
+    PendingEntry,
+    StreamInfo,
+)
 from .._streamcore import (
     DEFAULT_AUTOCLAIM_MAX_PAGES,
     DEFAULT_AUTOCLAIM_PAGE,
@@ -143,6 +152,28 @@ class AsyncEventStream(StreamCore):
         """XACK the given IDs in one call; returns how many were pending."""
         checked = _plans.checked_ids(group, ids)
         return await self.ack_unchecked(group, checked) if checked else 0
+
+    async def capabilities(self) -> Capabilities:
+        """What the server supports beyond Redis 7, asked once per connection pool."""
+        known = _caps.cached(self.client)
+        if known is None:
+            known = _caps.remember(self.client, await self._run(_caps.detect()))
+        return known
+
+    async def ack_delete(
+        self, group: str, ids: Sequence[str] | str, *, ref: str = "acked"
+    ) -> AckDeleteResult:
+        """XACKDEL (Redis 8.2+): acknowledge and delete in one command (see
+        EventStream.ack_delete for ``ref``). Raises FeatureUnavailable on older servers."""
+        checked = _plans.checked_ids(group, ids)
+        policy = _plans.validate_ref(ref)
+        if not checked:
+            return AckDeleteResult()
+        (await self.capabilities()).require_xackdel()
+        op = _plans.ack_delete(self.key, group, checked, policy)
+        result: AckDeleteResult = await self._run(op)
+        self._count(acked=result.acked)
+        return result
 
     async def ack_unchecked(self, group: str, ids: Sequence[str]) -> int:
         """XACK without validation, for IDs that came from the server."""
@@ -306,7 +337,9 @@ class AsyncEventStream(StreamCore):
         self, hard_cap: int | None = None, *, approximate: bool = True
     ) -> TrimReport:
         """Trim what every group has been delivered and acked (see EventStream.trim_safe)."""
-        return await self._run(retention.trim_safe_plan(self.key, hard_cap, approximate))  # type: ignore[no-any-return]
+        caps = await self.capabilities()
+        plan = retention.trim_safe_plan(self.key, hard_cap, approximate, caps=caps)
+        return await self._run(plan)  # type: ignore[no-any-return]
 
     async def retain(
         self, max_age: float | timedelta, *, approximate: bool = True, safe: bool = False

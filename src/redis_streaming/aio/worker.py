@@ -101,6 +101,8 @@ class AsyncConsumerWorker(WorkerCore):
         on_error: ErrorCallback | None = None,
         recent_size: int = DEFAULT_RECENT_SIZE,
         backoff: Backoff | None = None,
+        ack_mode: str = "ack",
+        delete_ref: str = "acked",
     ) -> None:
         if not isinstance(stream, AsyncEventStream):
             raise InvalidOption(f"stream must be an AsyncEventStream, got {stream!r}")
@@ -110,6 +112,7 @@ class AsyncConsumerWorker(WorkerCore):
             max_deliveries=max_deliveries, group_start=group_start,
             on_missing_group=on_missing_group, process_own_pel=process_own_pel,
             on_error=on_error, recent_size=recent_size, backoff=backoff,
+            ack_mode=ack_mode, delete_ref=delete_ref,
         )  # fmt: skip
         self.stream: AsyncEventStream = stream
         self.handler: AsyncHandler = _noop if handler is None else check_async_handler(handler)
