@@ -9,7 +9,7 @@ Capabilities are detected from the server (COMMAND INFO + HELLO), never from the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -119,3 +119,55 @@ def test_worker_ack_mode_delete(
     assert shell.stop(w)
     assert seen == ids and _pel(client, key, "g") == []
     assert w.status().processed == 50 and errors == []
+
+
+def test_safe_trimming_under_live_workers_never_drops_what_a_group_needs(
+    server: EmbeddedServer, client: redis.Redis, key: str
+) -> None:
+    """Two groups (one slow) consume while a producer writes and a trimmer runs trim_safe in a
+    loop: every produced entry must still reach both groups. On Redis 8.2 each trim is one
+    server-checked XTRIM ... ACKED."""
+    from redis_streaming import ConsumerWorker, EventStream
+
+    stream = EventStream(client, key, maxlen_approx=None)
+    stream.ensure_group("fast", "0")
+    stream.ensure_group("slow", "0")
+    seen: dict[str, set[str]] = {"fast": set(), "slow": set()}
+    lock = threading.Lock()
+    gate = threading.Semaphore(0)  # the slow group handles one entry per release
+
+    def handler(group: str) -> Callable[[Entry], None]:
+        def handle(entry: Entry) -> None:
+            if group == "slow":
+                gate.acquire()
+            with lock:
+                seen[group].add(entry.id)
+
+        return handle
+
+    workers = [
+        ConsumerWorker(stream, g, "w", handler(g), block_ms=20, reap_interval=None, count=10)
+        for g in ("fast", "slow")
+    ]
+    for w in workers:
+        w.start()
+    produced: list[str] = []
+    reports = []
+    try:
+        for round_no in range(20):
+            produced += stream.produce_batch([("t", {"r": round_no, "i": i}) for i in range(25)])
+            for _ in range(20):
+                gate.release()  # the slow group falls further behind every round
+            reports.append(stream.trim_safe(approximate=False))
+        for _ in range(len(produced)):
+            gate.release()
+        wait_until(lambda: len(seen["slow"]) == len(produced), what="the slow group to finish")
+        wait_until(lambda: len(seen["fast"]) == len(produced), what="the fast group to finish")
+    finally:
+        for _ in range(len(produced)):
+            gate.release()
+        for w in workers:
+            w.stop(10)
+    assert seen["fast"] == seen["slow"] == set(produced)  # nothing trimmed before both had it
+    assert any(r.deleted for r in reports)
+    assert all(r.server_checked is _supported(server) for r in reports if r.min_id)
