@@ -19,6 +19,7 @@ from redis_streaming import (
     EmbeddedServer,
     GroupInfo,
     HealthThresholds,
+    RedisUnavailable,
     StreamInfo,
 )
 from redis_streaming._lag import Lag
@@ -724,6 +725,17 @@ def test_redis_unreachable_answers_503(private_server: EmbeddedServer, key: str)
         )
         feed = api.get("/events", params={"limit": 1})
         assert "event: unavailable" in feed.text and "Redis unreachable" in feed.text
+
+
+def test_a_start_without_redis_fails_and_leaves_no_worker() -> None:
+    app = create_app(DemoConfig(redis_url="redis://127.0.0.1:1/0", allowed_hosts=("testserver",)))
+    with pytest.raises(RedisUnavailable), TestClient(app):
+        pass
+    assert runtime_of(app)._all_workers() == []
+
+
+def runtime_of(app: Any) -> DemoRuntime:
+    return app.state.runtime  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- pure helpers

@@ -108,12 +108,12 @@ def create_app(config: DemoConfig, runtime: DemoRuntime | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await rt.start()  # the worker tasks run on this loop
         try:
+            await rt.start()  # the worker tasks run on this loop
             yield
         finally:
             rt.closing.set()
-            await rt.stop()  # awaits every worker's stop
+            await rt.stop()  # awaits every worker's stop (also those a failed start began)
 
     # FastAPIOffline: FastAPI with /docs served from the package's own copy of Swagger UI
     # (FastAPI's documented self-hosting recipe: docs_url=None, get_swagger_ui_html with local

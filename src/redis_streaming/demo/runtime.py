@@ -387,7 +387,7 @@ class DemoRuntime:
         """Pause (once this answers, the worker fetches nothing more) or resume a worker."""
         worker = self.worker(group, name)
         if paused:
-            # Wait out the batch in hand (a read blocked in Redis is abandoned by the worker).
+            # Wait out a read already blocked in Redis, or it would still take new entries.
             if not await worker.pause(wait=True, timeout=_PAUSE_TIMEOUT_S):
                 raise Conflict(f"{name!r} did not finish its in-flight batch in time")
         else:
