@@ -344,3 +344,20 @@ def test_async_stop_cancels_a_stuck_handler_after_the_timeout(
 
     assert asyncio.run(scenario()) is False  # had to cancel
     assert _pending(client, key, "g") == 2  # nothing acked that did not finish
+
+
+def test_metrics_report_workers_of_either_shell(
+    shell: Shell, client: redis.Redis, key: str
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from redis_streaming.metrics import StreamMetrics
+
+    s = shell.stream(key, maxlen_approx=None)
+    w = shell.worker(s, "g", "w", Seen(), group_start="0", block_ms=50, reap_interval=None)
+    # StreamMetrics reads health through a sync client; the workers may be of either shell.
+    metrics = StreamMetrics(EventStream(client, key), workers=[w])
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    assert f'redis_streaming_worker_alive{{consumer="w",group="g",stream="{key}"}} 0.0' in text

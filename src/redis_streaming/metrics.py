@@ -20,7 +20,7 @@ Exported series (all prefixed ``redis_streaming_``):
     failed_total{stream,group,consumer}            handler raised
     reaped_total{stream,group,consumer}            entries taken from a PEL and acked
     dead_lettered_total{stream,group,consumer}     entries moved to the dead-letter stream
-    worker_alive{stream,group,consumer}            1 while the worker thread runs
+    worker_alive{stream,group,consumer}            1 while the worker (thread or task) runs
 
 (A source's consumers, e.g. a WorkerPool's child processes, are reported in the same series,
 one per consumer, from the counters the children last sent to the parent.)
@@ -49,9 +49,10 @@ from prometheus_client.registry import Collector
 from . import _codec as codec
 from ._errors import StreamingError
 from ._model import ConsumerStatus, StreamStats
+from ._streamcore import StreamCore
+from ._workercore import WorkerCore
 from .health import DEFAULT_LAG_CAP, HealthMonitor, HealthThresholds
 from .stream import EventStream
-from .worker import ConsumerWorker
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class StreamMetrics(Collector):
     def __init__(
         self,
         stream: EventStream,
-        workers: Iterable[ConsumerWorker] = (),
+        workers: Iterable[WorkerCore] = (),
         *,
         dead_letter_key: str | None = None,
         thresholds: HealthThresholds | None = None,
@@ -112,7 +113,7 @@ class StreamMetrics(Collector):
         sources: Iterable[StatusSource] = (),
     ) -> None:
         self.stream = stream
-        self._workers: list[ConsumerWorker] = []
+        self._workers: list[WorkerCore] = []
         self._sources: list[StatusSource] = []
         self._lock = threading.Lock()
         for w in workers:
@@ -127,15 +128,18 @@ class StreamMetrics(Collector):
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
-    def add_worker(self, worker: ConsumerWorker) -> None:
-        """Include ``worker``'s counters from the next scrape on."""
-        if not isinstance(worker, ConsumerWorker):
-            raise TypeError(f"expected a ConsumerWorker, got {type(worker).__name__}")
+    def add_worker(self, worker: WorkerCore) -> None:
+        """Include ``worker``'s counters (a ConsumerWorker or an AsyncConsumerWorker) from the
+        next scrape on. Raises TypeError for anything else."""
+        if not isinstance(worker, WorkerCore):
+            raise TypeError(
+                f"expected a ConsumerWorker or AsyncConsumerWorker, got {type(worker).__name__}"
+            )
         with self._lock:
             if worker not in self._workers:
                 self._workers.append(worker)
 
-    def remove_worker(self, worker: ConsumerWorker) -> None:
+    def remove_worker(self, worker: WorkerCore) -> None:
         """Stop reporting ``worker`` (its counters vanish from the next scrape)."""
         with self._lock:
             if worker in self._workers:
@@ -148,7 +152,7 @@ class StreamMetrics(Collector):
                 self._sources.append(source)
 
     @property
-    def workers(self) -> Sequence[ConsumerWorker]:
+    def workers(self) -> Sequence[WorkerCore]:
         with self._lock:
             return tuple(self._workers)
 
@@ -162,7 +166,7 @@ class StreamMetrics(Collector):
         key = self.stream.key
         workers = self.workers
         # Workers may hold their own EventStream objects; count each object once.
-        streams: dict[int, EventStream] = {id(self.stream): self.stream}
+        streams: dict[int, StreamCore] = {id(self.stream): self.stream}
         for w in workers:
             streams.setdefault(id(w.stream), w.stream)
         produced = acked = 0
@@ -203,7 +207,7 @@ class StreamMetrics(Collector):
             ),
         }
         alive = GaugeMetricFamily(
-            f"{PREFIX}_worker_alive", "1 while the worker thread runs.", labels=labels
+            f"{PREFIX}_worker_alive", "1 while the worker (thread or task) runs.", labels=labels
         )
         for w in workers:
             ws = w.status()
