@@ -1,6 +1,6 @@
 """Pure helpers of the ``redis-streaming`` command: parse flag values and stdin lines, shape output.
 
-No I/O here (no sockets, files, imports of user code or printing); cli.py does that and calls these.
+No I/O here (no sockets, files, imports of user code or printing); the command modules do that.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from . import _codec as codec
-from ._errors import InvalidInput
-from ._model import Entry, UndecodableEntry
-from .deadletter import metadata, original_fields, original_pairs
+from .. import _codec as codec
+from .._errors import InvalidInput
+from .._model import Entry, UndecodableEntry
+from ..deadletter import metadata, original_fields, original_pairs
 
 __all__ = [
     "UsageError",

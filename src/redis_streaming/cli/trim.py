@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ._cli_common import (
+from ..stream import EventStream
+from ._common import (
     EXIT_OK,
     Output,
     add_partitions_flag,
@@ -18,8 +19,7 @@ from ._cli_common import (
     plural,
     stream_id,
 )
-from ._cli_input import UsageError
-from .stream import EventStream
+from ._input import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

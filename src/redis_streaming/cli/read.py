@@ -14,8 +14,12 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from .._errors import translate
+from .._fastpath import read_entries
+from .._model import Entry
+from ..stream import EventStream
+from ._common import (
     EXIT_OK,
     Interrupted,
     Output,
@@ -28,11 +32,7 @@ from ._cli_common import (
     range_bound,
     stream_id,
 )
-from ._cli_input import entry_json
-from ._errors import translate
-from ._fastpath import read_entries
-from ._model import Entry
-from .stream import EventStream
+from ._input import entry_json
 
 
 def add_tail_arguments(p: argparse.ArgumentParser) -> None:

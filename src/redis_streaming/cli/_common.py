@@ -1,8 +1,8 @@
 """What every ``redis-streaming`` command shares: exit codes, one-line errors, flag types,
 output (rich or JSON lines), logging set-up, connecting, and stop signals.
 
-The command modules (``_cli_produce``, ``_cli_worker``, ...) import this; it imports none of
-them, nor ``cli`` (so the CLI modules form no import cycle).
+The command modules (``cli.produce``, ``cli.worker``, ...) import this; it imports none of
+them, nor the package ``__init__`` (so the CLI modules form no import cycle).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any, Final, NoReturn, TextIO
 import redis
 import redis.exceptions as rex
 
-from . import _codec as codec
-from ._cli_input import UsageError, parse_duration, parse_handler_spec
-from ._errors import InvalidInput, RedisUnavailable, translate
-from ._model import Entry
-from .partition import MAX_PARTITIONS, PartitionedStream
-from .server import display_url, validate_url
-from .stream import EventStream
+from .. import _codec as codec
+from .._errors import InvalidInput, RedisUnavailable, translate
+from .._model import Entry
+from ..partition import MAX_PARTITIONS, PartitionedStream
+from ..server import display_url, validate_url
+from ..stream import EventStream
+from ._input import UsageError, parse_duration, parse_handler_spec
 
 logger = logging.getLogger("redis_streaming.cli")
 

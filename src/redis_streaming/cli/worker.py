@@ -2,7 +2,7 @@
 
 Flags, the start line (metrics URL, entries a new group at ``$`` skips), the live table
 (per consumer counters and rate, the group's pending and lag) and the stop summary.
-``worker --partitions N`` runs ``_cli_partition`` instead (cli.py chooses).
+``worker --partitions N`` runs ``cli.partition`` instead (cli/_parser.py chooses).
 """
 
 from __future__ import annotations
@@ -16,8 +16,20 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from .._errors import StreamingError
+from .._lag import format_lag
+from .._model import ConsumerStatus
+from ..health import GroupHealth, HealthThresholds, check_health
+from ..stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream
+from ..worker import (
+    DEFAULT_BATCH_BUDGET_MS,
+    DEFAULT_COUNT,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_REAP_INTERVAL_S,
+    ConsumerWorker,
+)
+from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
     Output,
@@ -33,19 +45,7 @@ from ._cli_common import (
     seconds,
     table,
 )
-from ._cli_input import UsageError, consumer_names
-from ._errors import StreamingError
-from ._lag import format_lag
-from ._model import ConsumerStatus
-from .health import GroupHealth, HealthThresholds, check_health
-from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream
-from .worker import (
-    DEFAULT_BATCH_BUDGET_MS,
-    DEFAULT_COUNT,
-    DEFAULT_MAX_DELIVERIES,
-    DEFAULT_REAP_INTERVAL_S,
-    ConsumerWorker,
-)
+from ._input import UsageError, consumer_names
 
 logger = logging.getLogger("redis_streaming.cli")
 
@@ -145,7 +145,7 @@ def _metrics_server(
 ) -> tuple[str, Callable[[], None]]:
     """Serve /metrics (redis_streaming.metrics) for the pool; returns its URL and its stop."""
     try:
-        from .metrics import StreamMetrics
+        from ..metrics import StreamMetrics
     except ImportError as exc:
         raise UsageError(f"--metrics-port needs prometheus-client (the cli extra): {exc}") from None
     collector = StreamMetrics(stream, workers, dead_letter_key=args.dlq_key)

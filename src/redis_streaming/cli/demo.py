@@ -7,8 +7,8 @@ import importlib
 import sys
 from typing import Any
 
-from ._cli_common import EXIT_OK
-from .server import display_url
+from ..server import display_url
+from ._common import EXIT_OK
 
 
 def _demo_module() -> tuple[Any, str | None]:
@@ -25,8 +25,8 @@ def _demo_module() -> tuple[Any, str | None]:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``demo`` without the web demo: the text walk-through of redis_streaming.quickstart."""
-    from . import quickstart
-    from .server import connect_or_embed
+    from .. import quickstart
+    from ..server import connect_or_embed
 
     why = getattr(args, "demo_unavailable", None)
     if why:

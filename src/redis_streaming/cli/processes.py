@@ -1,6 +1,6 @@
 """``redis-streaming worker --processes N``: the consumers spread over N supervised processes.
 
-Flags are parsed in _cli_worker.py; this module checks them, runs a WorkerPool (pool.py: the
+Flags are parsed in cli/worker.py; this module checks them, runs a WorkerPool (pool.py: the
 children, restarts, stop, counters), serves the pool's metrics and draws its table from here.
 It must not print tracebacks: errors reach cli.main as library exceptions or UsageError.
 """
@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from ..pool import PoolEvent, WorkerPool
+from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
     Output,
@@ -29,9 +30,8 @@ from ._cli_common import (
     open_stream,
     plural,
 )
-from ._cli_input import UsageError, consumer_names
-from ._cli_worker import PoolView, skipped_note, stopped_line
-from .pool import PoolEvent, WorkerPool
+from ._input import UsageError, consumer_names
+from .worker import PoolView, skipped_note, stopped_line
 
 logger = logging.getLogger("redis_streaming.cli")
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         created = int(stream.ensure_group(args.group, args.group_start))
         skipped = length if created and args.group_start == "$" else 0
     else:
-        from redis.cluster import RedisCluster  # only when asked for, as _cli_partition
+        from redis.cluster import RedisCluster  # only when asked for, as cli.partition
 
         pstream = open_partitioned(
             args, claim_min_idle_ms=args.claim_idle_ms, socket_timeout=socket_timeout
@@ -269,7 +269,7 @@ def _report(out: Output, event: PoolEvent) -> None:
 def _metrics(stream: Any, pool: WorkerPool, args: argparse.Namespace) -> tuple[str, Any]:
     """Serve /metrics for the whole pool from this process (the children's counters)."""
     try:
-        from .metrics import StreamMetrics
+        from ..metrics import StreamMetrics
     except ImportError as exc:
         raise UsageError(f"--metrics-port needs prometheus-client (the cli extra): {exc}") from None
     collector = StreamMetrics(stream, (), dead_letter_key=args.dlq_key, sources=[pool])

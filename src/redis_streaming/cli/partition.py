@@ -1,6 +1,6 @@
 """``redis-streaming worker --partitions N``: run a PartitionedConsumerPool until SIGTERM/SIGINT.
 
-Flags are parsed in _cli_worker.py; this module only connects (cluster or single server), runs
+Flags are parsed in cli/worker.py; this module only connects (cluster or single server), runs
 the pool and reports. It must not print tracebacks: errors reach cli.main as library exceptions.
 """
 
@@ -13,8 +13,9 @@ import time
 
 from redis.cluster import RedisCluster
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from ..partition import PartitionedConsumerPool
+from ._common import (
     EXIT_OK,
     Output,
     StopFlag,
@@ -23,9 +24,8 @@ from ._cli_common import (
     open_partitioned,
     plural,
 )
-from ._cli_input import UsageError
-from ._cli_worker import skipped_note, stopped_line
-from .partition import PartitionedConsumerPool
+from ._input import UsageError
+from .worker import skipped_note, stopped_line
 
 
 def run(args: argparse.Namespace) -> int:

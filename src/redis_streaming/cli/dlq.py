@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_common import (
+from .._errors import StreamingError
+from ..deadletter import DeadLetters
+from ._common import (
     EXIT_OK,
     Output,
     int_at_least,
@@ -15,9 +17,7 @@ from ._cli_common import (
     stream_id,
     table,
 )
-from ._cli_input import UsageError, dead_letter_json
-from ._errors import StreamingError
-from .deadletter import DeadLetters
+from ._input import UsageError, dead_letter_json
 
 
 class UnknownDeadLetters(StreamingError):

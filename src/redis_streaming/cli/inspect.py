@@ -12,8 +12,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from .._lag import format_lag
+from ..deadletter import DeadLetters
+from ..health import HealthThresholds, check_health
+from ..stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream, now_ms
+from ._common import (
     EXIT_OK,
     Output,
     add_partitions_flag,
@@ -25,10 +29,6 @@ from ._cli_common import (
     show,
     table,
 )
-from ._lag import format_lag
-from .deadletter import DeadLetters
-from .health import HealthThresholds, check_health
-from .stream import DEFAULT_CLAIM_MIN_IDLE_MS, EventStream, now_ms
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

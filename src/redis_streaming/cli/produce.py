@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import _codec as codec
-from ._cli_common import (
+from .. import _codec as codec
+from ._common import (
     EXIT_OK,
     Output,
     add_partitions_flag,
@@ -20,7 +20,7 @@ from ._cli_common import (
     plural,
     positive_float,
 )
-from ._cli_input import UsageError, parse_event_line, parse_fields
+from ._input import UsageError, parse_event_line, parse_fields
 
 Event = tuple[str, dict[str, Any]]
 
