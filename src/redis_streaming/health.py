@@ -32,7 +32,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _codec as codec
 from . import _drive, _lag
@@ -40,7 +40,9 @@ from ._errors import InvalidOption, is_missing_key, translate
 from ._lag import DEFAULT_LAG_CAP, Lag
 from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
 from ._ops import Batch, Op, Plan, raw_command
-from .stream import EventStream
+
+if TYPE_CHECKING:  # annotations only: stream -> retention -> health must not loop back
+    from .stream import EventStream
 
 logger = logging.getLogger(__name__)
 
