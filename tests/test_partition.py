@@ -37,7 +37,7 @@ from redis_streaming import (
 )
 from redis_streaming.cluster_server import key_slot, plan_spread, slot_ranges
 from redis_streaming.partition import assign, partition_index
-from redis_streaming.server import redis_binary, valkey_binary
+from redis_streaming.server import SERVER_KINDS, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_OPTS: dict[str, Any] = {
@@ -59,15 +59,10 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _binary(kind: str) -> str:
-    if kind == "valkey":
-        return valkey_binary()
-    path = redis_binary()
-    if path is None:
-        raise RuntimeError("redis-server is not installed; run `make test` (it installs it)")
-    return path
+    return server_binary(kind)  # make test installs every kind: a missing one is an error
 
 
-@pytest.fixture(scope="module", params=["valkey", "redis7"])
+@pytest.fixture(scope="module", params=SERVER_KINDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A 3-master cluster of each server kind, shared by the core tests of this module."""
     lc = LocalCluster(3, binary=_binary(request.param), kind=request.param).start()
@@ -503,7 +498,7 @@ def _present(ps: PartitionedStream) -> set[int]:
     return {int(e.payload["n"]) for _p, e in ps.iter_replay()}
 
 
-@pytest.mark.parametrize("kind", ["valkey", "redis7"])
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_replicas_receive_writes_as_soon_as_the_cluster_is_ready(kind: str) -> None:
     # Redis 7.0 replicas can say master_link_status:up and still get no replication stream
     # for seconds; a master killed then leaves a promoted replica with none of the data.
@@ -518,7 +513,7 @@ def test_replicas_receive_writes_as_soon_as_the_cluster_is_ready(kind: str) -> N
                 client.close()
 
 
-@pytest.mark.parametrize("kind", ["valkey", "redis7"])
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_failover_master_killed_replica_promoted(kind: str) -> None:
     with LocalCluster(3, replicas=1, binary=_binary(kind), kind=kind) as lc:
         c = lc.client()

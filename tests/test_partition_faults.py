@@ -17,21 +17,16 @@ from redis.cluster import RedisCluster
 from faults import FaultProxy
 from redis_streaming import LocalCluster, PartitionedStream, ProduceError
 from redis_streaming.cluster_server import key_slot
-from redis_streaming.server import redis_binary, valkey_binary
+from redis_streaming.server import SERVER_KINDS, server_binary
 
 PARTITIONS = 3
 
 
 def _binary(kind: str) -> str:
-    if kind == "valkey":
-        return valkey_binary()
-    path = redis_binary()
-    if path is None:
-        raise RuntimeError("redis-server is not installed; run `make test` (it installs it)")
-    return path
+    return server_binary(kind)  # make test installs every kind: a missing one is an error
 
 
-@pytest.fixture(scope="module", params=["valkey", "redis7"])
+@pytest.fixture(scope="module", params=SERVER_KINDS)
 def lc(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     cluster = LocalCluster(3, binary=_binary(request.param), kind=request.param).start()
     yield cluster

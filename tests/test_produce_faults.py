@@ -23,9 +23,10 @@ from redis_streaming import (
     ProduceError,
     RedisUnavailable,
 )
+from redis_streaming.server import SERVER_KINDS
 from waiting import wait_until
 
-BOTH_KINDS = pytest.mark.parametrize("private_server", ["valkey", "redis7"], indirect=True)
+ALL_KINDS = pytest.mark.parametrize("private_server", SERVER_KINDS, indirect=True)
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.02)
 
 
@@ -66,7 +67,7 @@ class Once:
         return self.verdict
 
 
-@BOTH_KINDS
+@ALL_KINDS
 def test_value_over_the_servers_bulk_limit_is_refused_before_sending(
     private_server: EmbeddedServer,
 ) -> None:

@@ -26,11 +26,11 @@ from redis_streaming import (
     RedisUnavailable,
 )
 from redis_streaming.deadletter import REASON_TRIMMED
-from redis_streaming.server import valkey_binary
+from redis_streaming.server import SERVER_KINDS, valkey_binary
 from waiting import wait_until
 
-# private_server is valkey unless parametrized: run the restart tests on both kinds.
-BOTH_KINDS = pytest.mark.parametrize("private_server", ["valkey", "redis7"], indirect=True)
+# private_server is valkey unless parametrized: run the restart tests on every kind.
+ALL_KINDS = pytest.mark.parametrize("private_server", SERVER_KINDS, indirect=True)
 
 FAST = {"reap_interval": 0.05, "claim_min_idle_ms": 50, "block_ms": 50}
 
@@ -247,7 +247,7 @@ def test_redriven_entries_are_processed_again(
 # ------------------------------------------------------------------ group vanishing
 
 
-@BOTH_KINDS
+@ALL_KINDS
 @pytest.mark.parametrize("policy", ["0", "$"])
 def test_worker_survives_flushall(
     private_server: EmbeddedServer,
@@ -296,7 +296,7 @@ def test_missing_group_stop_policy(stream: EventStream, workers: list[ConsumerWo
 # ------------------------------------------------------------------ restarts and reconnects
 
 
-@BOTH_KINDS
+@ALL_KINDS
 def test_worker_survives_restart_without_persistence(
     private_server: EmbeddedServer, workers: list[ConsumerWorker]
 ) -> None:
@@ -362,7 +362,7 @@ def test_restart_with_persistence_loses_nothing(workers: list[ConsumerWorker]) -
         srv.cleanup()
 
 
-@BOTH_KINDS
+@ALL_KINDS
 def test_reconnect_backoff_is_bounded_and_jittered(
     private_server: EmbeddedServer, workers: list[ConsumerWorker]
 ) -> None:
@@ -398,7 +398,7 @@ def test_reconnect_backoff_is_bounded_and_jittered(
     assert len(set(delays)) == len(delays)
 
 
-@BOTH_KINDS
+@ALL_KINDS
 def test_producer_retries_through_a_restart(private_server: EmbeddedServer) -> None:
     client = _client(private_server)
     stream = EventStream(client, "orders", retries=50, backoff=Backoff(0.02, 0.1))
