@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    ackdel,
     asyncio_api,
     consume,
     latency,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Callable[[Server, Scale], list[Row]]] = {
     "async": asyncio_api.run,
     "processes": processes.run,
     "partition": partitions.run,
+    "ackdel": ackdel.run,
 }
 
 TEMPLATE = (
@@ -97,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=None,
-        help="comma-separated: valkey, redis7 (default: all installed; smoke: valkey)",
+        help="comma-separated: valkey, redis7, redis8 (default: all installed; smoke: valkey)",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per throughput figure; the median is reported"
@@ -127,11 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.servers
         else (["valkey"] if args.smoke else installed)
     )
-    missing = [s for s in servers if s not in ("valkey", "redis7")]
+    missing = [s for s in servers if s not in ("valkey", "redis7", "redis8")]
     if missing:
         parser.error(f"unknown server kind(s): {', '.join(missing)}")
-    if "redis7" in servers and "redis7" not in installed:
-        parser.error("redis7 requested but redis-server is not installed")
+    absent = [s for s in servers if s not in installed]
+    if absent:
+        parser.error(f"server kind(s) not installed: {', '.join(absent)} (make bench adds them)")
     args.server_list = servers
     return args
 

