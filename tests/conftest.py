@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from faults import FaultProxy
 from redis_streaming import EmbeddedServer, EventStream
 from redis_streaming.server import SERVER_KINDS, server_binary
 
@@ -76,3 +77,13 @@ def private_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
     srv = EmbeddedServer(_binary(kind), kind=kind).start()
     yield srv
     srv.cleanup()
+
+
+@pytest.fixture()
+def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
+    """A fault-injecting TCP proxy (tests/faults.py) in front of this test's server."""
+    if not server.running:
+        server.start()
+    p = FaultProxy(server.host, server.port)
+    yield p
+    p.close()

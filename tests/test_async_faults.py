@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 import redis.asyncio as aredis
 
@@ -19,22 +17,12 @@ from redis_streaming import (
     AsyncConsumerWorker,
     AsyncEventStream,
     Backoff,
-    EmbeddedServer,
     Entry,
     RedisUnavailable,
 )
 from test_produce_faults import Once
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
-
-
-@pytest.fixture()
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    if not server.running:
-        server.start()
-    p = FaultProxy(server.host, server.port)
-    yield p
-    p.close()
 
 
 def test_async_round_cut_after_exec_is_settled_not_duplicated(

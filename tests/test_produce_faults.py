@@ -31,15 +31,6 @@ FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.02)
 
 
 @pytest.fixture()
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    if not server.running:
-        server.start()
-    p = FaultProxy(server.host, server.port)
-    yield p
-    p.close()
-
-
-@pytest.fixture()
 def via_proxy(proxy: FaultProxy) -> Iterator[redis.Redis]:
     c = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=5)
     yield c

@@ -28,15 +28,6 @@ STOP_BOUND_S = 5.0
 
 
 @pytest.fixture()
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    if not server.running:
-        server.start()
-    p = FaultProxy(server.host, server.port)
-    yield p
-    p.close()
-
-
-@pytest.fixture()
 def silent(proxy: FaultProxy) -> Iterator[redis.Redis]:
     c = redis.Redis(port=proxy.port, decode_responses=True, socket_timeout=None)
     yield c

@@ -16,6 +16,7 @@ from . import _drive
 from ._errors import InvalidName
 from ._model import Entry, UndecodableEntry
 from ._ops import Batch, Op, Plan, raw_command
+from ._streamcore import StreamCore
 from .stream import EventStream, now_ms
 
 logger = logging.getLogger(__name__)
@@ -217,14 +218,21 @@ def _redrive(stream_key: str, key: str, reads: list[Op]) -> Plan[list[str]]:
     return new_ids
 
 
-class DeadLetters:
-    """The dead-letter stream of one EventStream (default key ``<stream>:dlq``)."""
+class DeadLetterKey:
+    """The validated dead-letter key of a stream (both DeadLetters shells start here)."""
 
-    def __init__(self, stream: EventStream, key: str | None = None) -> None:
-        self.stream = stream
+    def __init__(self, stream: StreamCore, key: str | None = None) -> None:
         self.key = codec.validate_name(key or default_dlq_key(stream.key), "dead-letter key")
         if self.key == stream.key:
             raise InvalidName(f"dead-letter key must differ from the stream key {key!r}")
+
+
+class DeadLetters(DeadLetterKey):
+    """The dead-letter stream of one EventStream (default key ``<stream>:dlq``)."""
+
+    def __init__(self, stream: EventStream, key: str | None = None) -> None:
+        super().__init__(stream, key)
+        self.stream = stream
 
     def send(
         self,

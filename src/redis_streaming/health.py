@@ -40,6 +40,7 @@ from ._errors import InvalidOption, is_missing_key, translate
 from ._lag import DEFAULT_LAG_CAP, Lag
 from ._model import ConsumerInfo, GroupInfo, PendingEntry, StreamInfo
 from ._ops import Batch, Op, Plan, raw_command
+from ._streamcore import StreamCore
 
 if TYPE_CHECKING:  # annotations only: stream -> retention -> health must not loop back
     from .stream import EventStream
@@ -359,7 +360,31 @@ def report_changes(key: str, last: HealthReport | None, report: HealthReport) ->
             )
 
 
-class HealthMonitor:
+class MonitorCore:
+    """What both health monitors share: validated options and the last report."""
+
+    def __init__(
+        self,
+        stream: StreamCore,
+        thresholds: HealthThresholds | None = None,
+        *,
+        dead_letter_key: str | None = None,
+        lag_cap: int = DEFAULT_LAG_CAP,
+    ) -> None:
+        if thresholds is not None and not isinstance(thresholds, HealthThresholds):
+            raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
+        self.thresholds = thresholds or HealthThresholds()
+        self.dead_letter_key = dead_letter_key
+        self.lag_cap = _lag.validate_cap(lag_cap)
+        self._last: HealthReport | None = None
+
+    @property
+    def last(self) -> HealthReport | None:
+        """The most recent report, or None before the first check."""
+        return self._last
+
+
+class HealthMonitor(MonitorCore):
     """check_health that remembers its last report, so lag growth shows across checks.
 
     Thread-safe: a metrics scrape and a web request may call :meth:`check` concurrently.
@@ -373,19 +398,9 @@ class HealthMonitor:
         dead_letter_key: str | None = None,
         lag_cap: int = DEFAULT_LAG_CAP,
     ) -> None:
-        if thresholds is not None and not isinstance(thresholds, HealthThresholds):
-            raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
+        super().__init__(stream, thresholds, dead_letter_key=dead_letter_key, lag_cap=lag_cap)
         self.stream = stream
-        self.thresholds = thresholds or HealthThresholds()
-        self.dead_letter_key = dead_letter_key
-        self.lag_cap = _lag.validate_cap(lag_cap)
         self._lock = threading.Lock()
-        self._last: HealthReport | None = None
-
-    @property
-    def last(self) -> HealthReport | None:
-        """The most recent report, or None before the first check."""
-        return self._last
 
     def check(self) -> HealthReport:
         """A fresh report whose lag trend includes the previous checks."""

@@ -10,14 +10,11 @@ import builtins
 import logging
 from collections.abc import Iterable, Sequence
 
-from .. import _codec as codec
-from .. import _lag
-from .._errors import InvalidName, InvalidOption
 from .._model import Entry
 from .._ops import Op
 from ..deadletter import (
     REASON_FAILED,
-    default_dlq_key,
+    DeadLetterKey,
     list_op,
     record_trimmed_plan,
     redrive_plan,
@@ -27,6 +24,7 @@ from ..health import (
     DEFAULT_LAG_CAP,
     HealthReport,
     HealthThresholds,
+    MonitorCore,
     check_health_plan,
     report_changes,
 )
@@ -36,15 +34,13 @@ from .stream import AsyncEventStream
 logger = logging.getLogger(__name__)
 
 
-class AsyncDeadLetters:
+class AsyncDeadLetters(DeadLetterKey):
     """The dead-letter stream of one AsyncEventStream (default key ``<stream>:dlq``); the
     same methods as :class:`~redis_streaming.DeadLetters`, as coroutines."""
 
     def __init__(self, stream: AsyncEventStream, key: str | None = None) -> None:
+        super().__init__(stream, key)
         self.stream = stream
-        self.key = codec.validate_name(key or default_dlq_key(stream.key), "dead-letter key")
-        if self.key == stream.key:
-            raise InvalidName(f"dead-letter key must differ from the stream key {key!r}")
 
     async def send(
         self,
@@ -107,7 +103,7 @@ async def check_health(
     return await _drive.run(client, plan)  # type: ignore[no-any-return]
 
 
-class AsyncHealthMonitor:
+class AsyncHealthMonitor(MonitorCore):
     """check_health that remembers its last report (lag growth across checks), for asyncio.
 
     Concurrent :meth:`check` calls are serialized with an asyncio lock.
@@ -121,19 +117,9 @@ class AsyncHealthMonitor:
         dead_letter_key: str | None = None,
         lag_cap: int = DEFAULT_LAG_CAP,
     ) -> None:
-        if thresholds is not None and not isinstance(thresholds, HealthThresholds):
-            raise InvalidOption(f"thresholds must be a HealthThresholds, got {thresholds!r}")
+        super().__init__(stream, thresholds, dead_letter_key=dead_letter_key, lag_cap=lag_cap)
         self.stream = stream
-        self.thresholds = thresholds or HealthThresholds()
-        self.dead_letter_key = dead_letter_key
-        self.lag_cap = _lag.validate_cap(lag_cap)
         self._lock = asyncio.Lock()
-        self._last: HealthReport | None = None
-
-    @property
-    def last(self) -> HealthReport | None:
-        """The most recent report, or None before the first check."""
-        return self._last
 
     async def check(self) -> HealthReport:
         """A fresh report whose lag trend includes the previous checks."""
