@@ -20,6 +20,7 @@ from redis_streaming import (
     Entry,
     RedisUnavailable,
 )
+from redis_streaming import _fastpath as fp
 from test_produce_faults import Once
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
@@ -32,8 +33,8 @@ def test_async_round_cut_after_exec_is_settled_not_duplicated(
         c = aredis.Redis(port=proxy.port, decode_responses=True)
         s = AsyncEventStream(c, key, maxlen_approx=None, backoff=FAST)
         await s.produce("warm", {})  # the connection and its CLIENT ID exist before the cut
-        # Cut once the first slice's EXEC reply (20 IDs + the marker's reply) is on its way.
-        proxy.rule = Once("down", b"*21\r\n")
+        # Cut once the first slice's EXEC reply (its IDs + the marker's reply) is on its way.
+        proxy.rule = Once("down", b"*%d\r\n" % (fp.XADD_WRITE + 1))
         ids = await s.produce_batch([("order", {"n": i}) for i in range(100)])
         await c.aclose()
         return ids

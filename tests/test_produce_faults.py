@@ -23,6 +23,7 @@ from redis_streaming import (
     ProduceError,
     RedisUnavailable,
 )
+from redis_streaming import _fastpath as fp
 from redis_streaming.server import SERVER_KINDS
 from waiting import wait_until
 
@@ -83,7 +84,7 @@ def test_cut_after_exec_committed_returns_the_ids_without_resending(
     stream.produce("warm", {})  # the connection has its client ID already
     # A plain batch of 100 goes as 5 transactions of 20. The server runs the first EXEC (and
     # maybe more); the connection dies when the first 21-element reply comes back.
-    proxy.rule = Once("down", b"*21\r\n")
+    proxy.rule = Once("down", b"*%d\r\n" % (fp.XADD_WRITE + 1))
     ids = stream.produce_batch(_events(100))
     assert proxy.rule.fired
     assert _stored(client, key)[1:] == ids  # every event once, IDs read back exactly
@@ -137,9 +138,9 @@ def test_partitioned_batch_cut_after_exec_is_not_duplicated(
     batch = [(f"k{i}", "order", {"n": i}) for i in range(200)]
     sizes = [sum(ps.partition_index(k) == p for k, _, _ in batch) for p in range(2)]
     # Cut once a partition's first slice (20 XADDs + the marker) has run, before its reply
-    # arrives: partitions are written side by side, in slices of 20 like EventStream's.
+    # arrives: partitions are written side by side, in slices like EventStream's.
     assert min(sizes) > 20
-    proxy.rule = Once("down", b"*21\r\n")
+    proxy.rule = Once("down", b"*%d\r\n" % (fp.XADD_WRITE + 1))
     ids = ps.produce_batch(batch)
     assert proxy.rule.fired
     # IDs are per partition key: the same ID may appear in both partitions.
@@ -183,3 +184,17 @@ def test_a_stalled_connection_never_hangs_a_blocked_worker(
         proxy.unstall()
         worker.stop(10)
         silent.close()
+
+
+def test_every_commit_marker_expires(client: redis.Redis, key: str) -> None:
+    """The slice that creates a round's marker list sets its expiry (later slices only append),
+    so no marker outlives MARKER_TTL_MS, whichever slices committed."""
+    from redis_streaming._produce import MARKER_TTL_MS
+
+    stream = EventStream(client, key, maxlen_approx=None)
+    stream.produce_batch(_events(3 * fp.XADD_WRITE + 1))
+    markers = list(client.scan_iter(match=f"{{{key}}}:rs-produced:*"))
+    assert len(markers) == 1
+    [marker] = markers
+    assert client.llen(marker) == 4  # one last ID per committed slice
+    assert 0 < client.pttl(marker) <= MARKER_TTL_MS

@@ -379,6 +379,6 @@ def parse_xreadgroup(raw: Any, checked: bool = True) -> list[Entry]:
 
 
 XADD_ROUND = 1000  # commands per round trip: bounds both buffers for huge batches
-XADD_WRITE = 20  # commands per write: the server works on one write while we pack the next
+XADD_WRITE = 25  # commands per write: the server works on one write while we pack the next
 
 
