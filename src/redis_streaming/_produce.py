@@ -58,6 +58,15 @@ _EXEC = fp.pack_command(("EXEC",))
 _CLIENT_ID = fp.pack_command(("CLIENT", "ID"))
 
 
+def client_id_refused(reply: BaseException) -> ServerError:
+    """The producer needs CLIENT ID (and CLIENT KILL after a cut) to prove what a cut round
+    committed; a server or ACL that refuses it gets this error, before anything is written."""
+    return ServerError(
+        f"CLIENT ID refused ({reply}); the producer needs CLIENT ID and CLIENT KILL to settle "
+        "a dropped connection without storing an event twice: allow them for this user"
+    )
+
+
 def marker_key(key: str, token: str) -> str:
     """A key in the same hash slot as ``key`` (so MULTI never meets CROSSSLOT on a cluster)."""
     start = key.find("{")

@@ -59,6 +59,8 @@ def _connection(node: redis.Redis) -> tuple[Any, int]:
         if getattr(conn, "_rs_sock", None) is not conn._sock:
             conn.send_packed_command([_CLIENT_ID], check_health=False)
             [cid] = fp.read_replies(conn, 1)
+            if isinstance(cid, BaseException):
+                raise _produce.client_id_refused(cid)
             conn._rs_sock, conn._rs_id = conn._sock, int(cid)
     except BaseException:
         conn.disconnect()

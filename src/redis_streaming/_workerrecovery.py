@@ -35,10 +35,12 @@ def dead_letters(core: WorkerCore, dead: Sequence[tuple[Entry, int, str]], reape
             deliveries, error, reason,
         )  # fmt: skip
         try:
-            yield from plan
+            letter = yield from plan
         except (StreamingError, rex.RedisError) as exc:
             logger.warning("could not dead-letter %s: %s (stays pending)", entry.id, exc)
             core._record(entry, "error", reaped, error)
+            continue
+        if letter is None:  # no longer pending here: a peer acked or dead-lettered it first
             continue
         core.dead_lettered += 1
         core._record(entry, "dead-lettered", reaped, error)

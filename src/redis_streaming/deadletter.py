@@ -84,9 +84,7 @@ def dead_letter_fields(
 
 def metadata(letter: Entry) -> dict[str, str]:
     """A dead letter's ``dlq.*`` fields, without the prefix (``original_id``, ``reason``, ...)."""
-    return {
-        k[len(META_PREFIX) :]: v for k, v in letter.fields.items() if k.startswith(META_PREFIX)
-    }
+    return {k[len(META_PREFIX) :]: v for k, v in letter.fields.items() if k.startswith(META_PREFIX)}
 
 
 def original_fields(letter: Entry) -> dict[str, str]:
@@ -108,9 +106,7 @@ def original_pairs(letter: Entry) -> list[tuple[Any, Any]]:
     if not isinstance(letter, UndecodableEntry):
         return list(original_fields(letter).items())
     escaped = META_PREFIX + "format" in letter.fields
-    return [
-        (_unescape(k) if escaped else k, v) for k, v in letter.raw if not k.startswith(_META_B)
-    ]
+    return [(_unescape(k) if escaped else k, v) for k, v in letter.raw if not k.startswith(_META_B)]
 
 
 # ---------------------------------------------------------------- plans (see _ops)
@@ -126,7 +122,7 @@ def send_plan(
     deliveries: int,
     error: str | None,
     reason: str,
-) -> Plan[str]:
+) -> Plan[str | None]:
     fields = dead_letter_fields(
         entry.raw if isinstance(entry, UndecodableEntry) else entry.fields,
         original_id=entry.id,
@@ -139,6 +135,25 @@ def send_plan(
     return _send(stream_key, key, group, entry, fields, deliveries, error, reason)
 
 
+# Copy-and-ack as one script, gated on the XACK: an entry no longer pending in the group
+# (acked, or dead-lettered by a peer, or this very call retried by redis-py after its reply
+# was lost) is not copied again. Returns the dead letter's ID, or nil when nothing was done.
+_SEND = (
+    "if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
+    "return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3)) end return false"
+)
+# Put letters back: each XDEL that removed a letter adds its event to the stream, in one
+# script, so a retried call (its reply lost) finds the letters gone and adds nothing twice.
+# ARGV holds, per letter: its ID, how many name/value items follow, the items.
+_REDRIVE = (
+    "local out, i = {}, 1 "
+    "while i <= #ARGV do local n = tonumber(ARGV[i + 1]) "
+    "if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 and n > 0 then "
+    "out[#out + 1] = redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 2, i + 1 + n)) end "
+    "i = i + 2 + n end return out"
+)
+
+
 def _send(
     stream_key: str,
     key: str,
@@ -148,10 +163,14 @@ def _send(
     deliveries: int,
     error: str | None,
     reason: str,
-) -> Plan[str]:
-    new_id, _acked = yield Batch(
-        [Op("xadd", (key, fields)), Op("xack", (stream_key, group, entry.id))], transaction=True
-    )
+) -> Plan[str | None]:
+    args = [group, entry.id, *(x for pair in fields.items() for x in pair)]
+    new_id = yield Op("eval", (_SEND, 2, stream_key, key, *args))
+    if new_id is None:
+        logger.info(
+            "%s on %s/%s was no longer pending: not dead-lettered", entry.id, stream_key, group
+        )
+        return None
     logger.warning(
         "dead-lettered %s on %s/%s after %d deliveries (%s): %s",
         entry.id, stream_key, group, deliveries, reason, error,
@@ -206,14 +225,13 @@ def _redrive(stream_key: str, key: str, reads: list[Op]) -> Plan[list[str]]:
     letters = [e for found in (yield Batch(reads)) for e in found] if reads else []
     if not letters:
         return []
-    ops = []
+    argv: list[Any] = []
     for letter in letters:
-        pairs = original_pairs(letter)
-        if pairs:  # a trimmed-payload record has no event to put back
-            ops.append(Op("xadd", (stream_key, dict(pairs))))
-        ops.append(Op("xdel", (key, letter.id)))
-    results = yield Batch(ops, transaction=True)
-    new_ids = [codec.to_str(r) for r, op in zip(results, ops, strict=True) if op.method == "xadd"]
+        # A trimmed-payload record has no event to put back (no items): it is only removed.
+        items = [x for pair in original_pairs(letter) for x in pair]
+        argv += [letter.id, len(items), *items]
+    results = yield Op("eval", (_REDRIVE, 2, key, stream_key, *argv))
+    new_ids = [codec.to_str(r) for r in results or ()]
     logger.info("redrove %d dead letters from %s to %s", len(new_ids), key, stream_key)
     return new_ids
 
@@ -243,11 +261,11 @@ class DeadLetters(DeadLetterKey):
         deliveries: int,
         error: str | None,
         reason: str = REASON_FAILED,
-    ) -> str:
-        """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID.
-
-        Commands: MULTI, XADD (dead-letter key), XACK (stream), EXEC. Raises
-        RedisUnavailable or ServerError; then nothing was written and the entry stays pending.
+    ) -> str | None:
+        """XACK ``entry`` on ``group`` and copy it here, in one script (EVAL: XACK, then XADD
+        only if the XACK found it pending); returns the dead letter's ID, or None when the
+        entry was no longer pending (acked or dead-lettered already): then nothing is written,
+        so a retried call never copies it twice. Raises RedisUnavailable or ServerError.
         """
         plan = send_plan(
             self.stream.key, self.key, group, consumer, entry, deliveries, error, reason

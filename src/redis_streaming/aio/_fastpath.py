@@ -26,6 +26,12 @@ _CONNECTION = (OSError, rex.ConnectionError, rex.TimeoutError, asyncio.TimeoutEr
 _NOT_ENOUGH = fp.NOT_ENOUGH_DATA
 
 
+def produces(client: object) -> bool:
+    """True for the clients the producer plan is driven over: any ``redis.asyncio.Redis``
+    (its pool gives the producer a connection of its own, single-connection clients too)."""
+    return isinstance(client, aredis.Redis) and getattr(client, "connection_pool", None) is not None
+
+
 def supports(client: object) -> bool:
     """True for a plain pooled ``redis.asyncio.Redis`` (not cluster, not a single connection)."""
     return (
@@ -141,6 +147,8 @@ async def _connection(pool: Any) -> tuple[Any, int]:
         if getattr(conn, "_rs_sock", None) is not sock:
             await conn.send_packed_command(_CLIENT_ID, check_health=False)
             [cid] = await read_replies(conn, 1)
+            if isinstance(cid, BaseException):
+                raise _produce.client_id_refused(cid)
             conn._rs_sock, conn._rs_id = sock, int(cid)
     except BaseException:
         await _abandon(conn)
@@ -149,10 +157,17 @@ async def _connection(pool: Any) -> tuple[Any, int]:
     return conn, conn._rs_id
 
 
+def _timeout(client: aredis.Redis) -> float | None:
+    """The client's socket_timeout: the longest the producer waits for any reply."""
+    value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return None if value is None else float(value)
+
+
 async def _exchange(client: aredis.Redis, step: Exchange) -> list[Any]:
     pool = client.connection_pool
     try:
-        conn, cid = await _connection(pool)
+        async with asyncio.timeout(_timeout(client)):
+            conn, cid = await _connection(pool)
     except _CONNECTION as exc:
         raise Cut(False, 0, exc) from exc
     # Each slice goes to the transport as soon as it is packed (the server works on it while
@@ -162,14 +177,15 @@ async def _exchange(client: aredis.Redis, step: Exchange) -> list[Any]:
     # through the marker, never answered by a blind resend.
     sent = True
     try:
-        writer = getattr(conn, "_writer", None)
-        if writer is None:  # another connection class: one packed write
-            await conn.send_packed_command(list(step.parts), check_health=False)
-        else:
-            for part in step.parts:
-                writer.write(part)
-            await writer.drain()
-        return await read_replies(conn, step.replies)
+        async with asyncio.timeout(_timeout(client)):  # a timeout after a write is settled
+            writer = getattr(conn, "_writer", None)
+            if writer is None:  # another connection class: one packed write
+                await conn.send_packed_command(list(step.parts), check_health=False)
+            else:
+                for part in step.parts:
+                    writer.write(part)
+                await writer.drain()
+            return await read_replies(conn, step.replies)
     except _CONNECTION as exc:
         await _abandon(conn)
         raise Cut(sent, cid, exc) from exc
@@ -184,7 +200,7 @@ async def _step(client: aredis.Redis, step: Any) -> Any:
     if isinstance(step, Exchange):
         return await _exchange(client, step)
     if isinstance(step, Ask):
-        return await roundtrip(client, step.payload, step.replies)
+        return await roundtrip(client, step.payload, step.replies, timeout=_timeout(client))
     if isinstance(step, Pause):
         await asyncio.sleep(step.seconds)
         return None

@@ -51,8 +51,9 @@ class AsyncDeadLetters(DeadLetterKey):
         deliveries: int,
         error: str | None,
         reason: str = REASON_FAILED,
-    ) -> str:
-        """Copy ``entry`` here and XACK it on ``group`` in one MULTI/EXEC; returns the new ID."""
+    ) -> str | None:
+        """XACK and copy ``entry`` in one script; None if it was no longer pending (see
+        DeadLetters.send)."""
         plan = send_plan(
             self.stream.key, self.key, group, consumer, entry, deliveries, error, reason
         )

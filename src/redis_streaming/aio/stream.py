@@ -18,6 +18,7 @@ from .. import _caps, _plans, _produce, retention
 from .. import _codec as codec
 from .. import _fastpath as fp
 from .._caps import Capabilities
+from .._errors import InvalidOption
 from .._model import (
     AckDeleteResult,
     ClaimResult,
@@ -62,6 +63,15 @@ class AsyncEventStream(StreamCore):
 
     # ------------------------------------------------------------ producing
 
+    def _check_producer(self) -> None:
+        # redis-py's own retries would resend an XADD whose reply was lost (stored twice), so
+        # only clients the producer plan can drive are used; nothing else is sent.
+        if not afp.produces(self.client):
+            raise InvalidOption(
+                f"AsyncEventStream produces through a redis.asyncio.Redis; got "
+                f"{type(self.client).__name__} (for a cluster use the sync PartitionedStream)"
+            )
+
     async def _write(self, rounds: list[_produce.Round], total: int) -> list[str]:
         ids = await afp.write_rounds(
             self.client, rounds, total, retries=self.retries, backoff=self.backoff
@@ -83,9 +93,7 @@ class AsyncEventStream(StreamCore):
         """
         fields = codec.encode_event(event_type, payload, now_ms())
         cap, approx = self._cap(maxlen, approximate)
-        if not afp.supports(self.client):
-            new_id = await self.client.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-            return codec.to_str(new_id)
+        self._check_producer()
         limit = await afp.max_bulk(self.client)
         _produce.check_sizes([(event_type, fields)], limit, "event")
         packed = fp.pack_xadd_batch(self.key, [fields], cap, approx)
@@ -104,13 +112,7 @@ class AsyncEventStream(StreamCore):
         batch = codec.batch_list(events)
         if not batch:
             return []
-        if not afp.supports(self.client):
-            pipe = self.client.pipeline(transaction=True)
-            for fields in codec.encode_batch(batch, now_ms()):
-                pipe.xadd(self.key, fields, maxlen=cap, approximate=approx)  # type: ignore[arg-type]
-            ids = [codec.to_str(x) for x in await pipe.execute()]
-            self._count(produced=len(ids))
-            return ids
+        self._check_producer()
         limit = await afp.max_bulk(self.client)
         rounds = _produce.build_rounds(self.key, batch, now_ms(), cap, approx, limit)
         return await self._write(rounds, len(batch))

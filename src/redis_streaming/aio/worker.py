@@ -68,6 +68,12 @@ async def _noop(entry: Entry) -> None:
     return None
 
 
+def _cancelling() -> bool:
+    """True when the running task itself has been asked to cancel (not a handler's sub-task)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class AsyncConsumerWorker(WorkerCore):
     """A task that reads new entries for ``name`` in ``group`` and awaits ``handler`` on each.
 
@@ -268,6 +274,10 @@ class AsyncConsumerWorker(WorkerCore):
                     "awaitable; the entry was not acked"
                 )
             await result
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise  # this task is being cancelled: let it end
+            return self.failure(entry, exc, n, reaped) or ""  # the handler's own sub-task
         except Exception as exc:
             return self.failure(entry, exc, n, reaped) or ""
         return None
@@ -300,7 +310,11 @@ class AsyncConsumerWorker(WorkerCore):
                     if entry.undecodable:
                         raise self.decode_error(entry)
                     await handler(entry)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    # A CancelledError the handler raised (a sub-task someone cancelled) is a
+                    # failure of that entry; only this task's own cancellation ends the loop.
+                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                        raise
                     error = self.failure(entry, exc, n, reaped)
                     if error is not None:
                         dead.append((entry, n, error))
