@@ -61,6 +61,33 @@ def private_client(client: Any, bound_s: float) -> redis.Redis | None:
     return redis.Redis(connection_pool=own, retry=no_retry)
 
 
+def private_async_client(client: Any, bound_s: float) -> Any:
+    """:func:`private_client` for a ``redis.asyncio.Redis``: the same settings, every wait
+    capped at ``bound_s`` and no redis-py retries (a retry inside redis-py would outlive the
+    worker's own timeout, since a cancelled attempt is retried uncancelled); None for other
+    clients (used as given)."""
+    import redis.asyncio as aredis  # the sync shell never needs it loaded
+
+    pool: Any = getattr(client, "connection_pool", None)
+    if not isinstance(client, aredis.Redis) or type(pool) not in (
+        aredis.ConnectionPool,
+        aredis.BlockingConnectionPool,
+    ):
+        return None
+    kwargs = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        given = kwargs.get(name)
+        kwargs[name] = bound_s if given is None else min(float(given), bound_s)
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    no_retry = AsyncRetry(NoBackoff(), 0)
+    kwargs["retry"] = no_retry
+    kwargs.pop("retry_on_timeout", None)
+    kwargs.pop("retry_on_error", None)
+    own = aredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return aredis.Redis(connection_pool=own, retry=no_retry)
+
+
 class IoWatch:
     """When the worker thread's current Redis call began (0.0: not in a call)."""
 

@@ -19,6 +19,7 @@ import redis.exceptions as rex
 
 from .. import _codec as codec
 from .. import _fastpath as fp
+from .. import _liveness
 from .._backoff import Backoff
 from .._errors import InvalidOption
 from .._model import Entry, ReapResult
@@ -123,9 +124,14 @@ class AsyncConsumerWorker(WorkerCore):
         self.stream: AsyncEventStream = stream
         self.handler: AsyncHandler = _noop if handler is None else check_async_handler(handler)
         self.concurrency = codec.validate_int(concurrency, "concurrency", minimum=1, maximum=10_000)
-        self.dead_letters = AsyncDeadLetters(stream, dead_letter_key)
         # The longest any of the worker's calls may wait (the read has its own deadline).
         self._bound = self.block_ms / 1000 + READ_MARGIN_S
+        # The worker's calls go over its own pool (see _liveness): bounded waits and no
+        # redis-py retries, whatever the caller's client settings; the caller's is untouched.
+        own = _liveness.private_async_client(stream.client, self._bound)
+        self._io_stream = stream if own is None else stream._with_client(own)
+        self._own_client = own
+        self.dead_letters = AsyncDeadLetters(self._io_stream, dead_letter_key)
         self._stop = asyncio.Event()
         self._resumed = asyncio.Event()
         self._parked = asyncio.Event()
@@ -210,7 +216,7 @@ class AsyncConsumerWorker(WorkerCore):
     # ------------------------------------------------------------ interpreting the core's steps
 
     async def _fast_read(self, step: FastRead) -> list[Any]:
-        client = self.stream.client
+        client = self._io_stream.client
         self._reading = asyncio.ensure_future(
             afp.roundtrip(client, step.payload, step.replies, entries=True, timeout=step.timeout)
         )
@@ -226,7 +232,7 @@ class AsyncConsumerWorker(WorkerCore):
 
     async def _drive(self, steps: Steps) -> Any:
         """Run core steps to their end on this task; their result."""
-        client = self.stream.client
+        client = self._io_stream.client
         try:
             step = next(steps)
             while True:
@@ -345,8 +351,11 @@ class AsyncConsumerWorker(WorkerCore):
 
     async def _run(self) -> None:
         try:
-            await self._drive(self.loop(afp.supports(self.stream.client)))
+            await self._drive(self.loop(afp.supports(self._io_stream.client)))
         except Exception:  # the core handles every failure it can meet; this is a bug
             logger.exception("%s: worker task failed", self.name)
         finally:
             self._parked.set()
+            if self._own_client is not None:
+                with contextlib.suppress(Exception):
+                    await self._own_client.connection_pool.disconnect()
