@@ -42,6 +42,18 @@ STALL_GRACE_S = 1.0
 _POOL_KINDS = (redis.ConnectionPool, redis.BlockingConnectionPool)
 
 
+def _bounded_kwargs(pool: Any, bound_s: float, no_retry: Any) -> dict[str, Any]:
+    """``pool``'s connection settings with every wait capped at ``bound_s`` and no retries."""
+    kwargs = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        given = kwargs.get(name)
+        kwargs[name] = bound_s if given is None else min(float(given), bound_s)
+    kwargs["retry"] = no_retry
+    kwargs.pop("retry_on_timeout", None)
+    kwargs.pop("retry_on_error", None)
+    return kwargs
+
+
 def private_client(client: Any, bound_s: float) -> redis.Redis | None:
     """A client over a new pool with the same settings, every wait capped at ``bound_s``
     seconds and no redis-py retries; None when ``client`` is not a plain pooled ``redis.Redis``.
@@ -49,14 +61,8 @@ def private_client(client: Any, bound_s: float) -> redis.Redis | None:
     pool: Any = getattr(client, "connection_pool", None)
     if not _fastpath.supports(client) or type(pool) not in _POOL_KINDS:
         return None
-    kwargs = dict(pool.connection_kwargs)
-    for name in ("socket_timeout", "socket_connect_timeout"):
-        given = kwargs.get(name)
-        kwargs[name] = bound_s if given is None else min(float(given), bound_s)
     no_retry = Retry(NoBackoff(), 0)
-    kwargs["retry"] = no_retry
-    kwargs.pop("retry_on_timeout", None)
-    kwargs.pop("retry_on_error", None)
+    kwargs = _bounded_kwargs(pool, bound_s, no_retry)
     own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=own, retry=no_retry)
 
@@ -67,23 +73,14 @@ def private_async_client(client: Any, bound_s: float) -> Any:
     worker's own timeout, since a cancelled attempt is retried uncancelled); None for other
     clients (used as given)."""
     import redis.asyncio as aredis  # the sync shell never needs it loaded
-
-    pool: Any = getattr(client, "connection_pool", None)
-    if not isinstance(client, aredis.Redis) or type(pool) not in (
-        aredis.ConnectionPool,
-        aredis.BlockingConnectionPool,
-    ):
-        return None
-    kwargs = dict(pool.connection_kwargs)
-    for name in ("socket_timeout", "socket_connect_timeout"):
-        given = kwargs.get(name)
-        kwargs[name] = bound_s if given is None else min(float(given), bound_s)
     from redis.asyncio.retry import Retry as AsyncRetry
 
+    pool: Any = getattr(client, "connection_pool", None)
+    kinds = (aredis.ConnectionPool, aredis.BlockingConnectionPool)
+    if not isinstance(client, aredis.Redis) or type(pool) not in kinds:
+        return None
     no_retry = AsyncRetry(NoBackoff(), 0)
-    kwargs["retry"] = no_retry
-    kwargs.pop("retry_on_timeout", None)
-    kwargs.pop("retry_on_error", None)
+    kwargs = _bounded_kwargs(pool, bound_s, no_retry)
     own = aredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return aredis.Redis(connection_pool=own, retry=no_retry)
 
