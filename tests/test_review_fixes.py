@@ -205,7 +205,9 @@ def test_async_worker_survives_a_handler_raising_cancelled_error(srv: EmbeddedSe
         deadline = time.monotonic() + 5
         while not seen and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)
+        # Until the first entry's outcome is known: a failure counted, or the task ended.
+        while w.failed < 1 and w.is_alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         await s.produce("b", {})
         while len(seen) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
