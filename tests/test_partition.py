@@ -35,6 +35,7 @@ from redis_streaming import (
     StreamingError,
     UndecodableEntry,
 )
+from redis_streaming._partition_core import route
 from redis_streaming.cluster_server import key_slot, plan_spread, slot_ranges
 from redis_streaming.partition import assign, partition_index
 from redis_streaming.server import SERVER_KINDS, server_binary
@@ -128,6 +129,12 @@ def test_routing_is_stable_and_pinned() -> None:
     assert partition_index("acme", 8) == 6
     assert partition_index(7, 8) == 2 == partition_index("7", 8)
     assert partition_index("ü", 8) == zlib.crc32("ü".encode()) % 8 == 5
+    # The batch router's inlined hash agrees, ASCII or not.
+    keys = ["order-42", "ü", "acme", "7", "日本"]
+    positions, _ = route([(k, "t", {}) for k in keys] + [(7, "t", {})], 8, None)
+    assert [next(p for p, pos in enumerate(positions) if n in pos) for n in range(6)] == [
+        partition_index(k, 8) for k in [*keys, 7]
+    ]
     code = (
         "from redis_streaming.partition import partition_index;"
         "print([partition_index(f'key-{i}', 12) for i in range(200)])"
@@ -178,6 +185,13 @@ def test_bad_input_is_rejected_before_anything_is_sent(cclient: Any, base: str) 
         ps.produce_batch([("k1", "t", {"a": 1}), ("k2", "t", {"bad": {"nested": 1}})])
     with pytest.raises(InvalidInput, match="key, event_type, payload"):
         ps.produce_batch([("k1", "t")])  # type: ignore[list-item]
+    # A key that is not text (a lone surrogate) or neither str nor int: named, with its place.
+    with pytest.raises(InvalidInput, match=r"event 1: partition key is not valid Unicode"):
+        ps.produce_batch([("k1", "t", {}), ("\ud800", "t", {})])
+    with pytest.raises(InvalidInput, match="not valid Unicode"):
+        ps.produce("t", {}, key="\udcff")
+    with pytest.raises(InvalidInput, match=r"event 0: partition key must be a str or int"):
+        ps.produce_batch([(b"k1", "t", {})])  # type: ignore[list-item]
     with pytest.raises(InvalidOption):
         ps.stream(4)
     assert ps.length() == 0

@@ -24,6 +24,7 @@ from redis_streaming import (
     RedisUnavailable,
 )
 from redis_streaming import _fastpath as fp
+from redis_streaming.partition import LANE_WRITE
 from redis_streaming.server import SERVER_KINDS
 from waiting import wait_until
 
@@ -135,17 +136,17 @@ def test_partitioned_batch_cut_after_exec_is_not_duplicated(
     for s in ps.streams:
         s.backoff = FAST_BACKOFF
     ps.produce("warm", {}, key="a")
-    batch = [(f"k{i}", "order", {"n": i}) for i in range(200)]
+    batch = [(f"k{i}", "order", {"n": i}) for i in range(400)]
     sizes = [sum(ps.partition_index(k) == p for k, _, _ in batch) for p in range(2)]
-    # Cut once a partition's first slice (20 XADDs + the marker) has run, before its reply
-    # arrives: partitions are written side by side, in slices like EventStream's.
-    assert min(sizes) > 20
-    proxy.rule = Once("down", b"*%d\r\n" % (fp.XADD_WRITE + 1))
+    # Cut once a partition's first slice (LANE_WRITE XADDs + the marker) has run, before its
+    # reply arrives: partitions are written side by side, each in slices of LANE_WRITE.
+    assert min(sizes) > LANE_WRITE
+    proxy.rule = Once("down", b"*%d\r\n" % (LANE_WRITE + 1))
     ids = ps.produce_batch(batch)
     assert proxy.rule.fired
     # IDs are per partition key: the same ID may appear in both partitions.
-    assert len({(ps.partition_for(k), i) for (k, _, _), i in zip(batch, ids, strict=True)}) == 200
-    assert sum(client.xlen(k) for k in ps.keys) == 201  # 200 + the warm-up event, none twice
+    assert len({(ps.partition_for(k), i) for (k, _, _), i in zip(batch, ids, strict=True)}) == 400
+    assert sum(client.xlen(k) for k in ps.keys) == 401  # 400 + the warm-up event, none twice
     for (k, _, payload), entry_id in zip(batch, ids, strict=True):
         [(_, fields)] = client.xrange(ps.partition_for(k), entry_id, entry_id)
         assert fields["n"] == str(payload["n"])

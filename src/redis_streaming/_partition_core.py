@@ -38,7 +38,10 @@ def hash_key(key: str | int) -> int:
     text = str(key)
     if not text:
         raise InvalidInput("partition key must not be empty")
-    return zlib.crc32(text.encode("utf-8"))
+    try:
+        return zlib.crc32(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"partition key is not valid Unicode text: {key!r}") from None
 
 
 def partition_index(key: str | int, partitions: int) -> int:
@@ -139,28 +142,32 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 
 def route(
     items: Sequence[object], partitions: int, tenants: Mapping[str, int] | None
-) -> tuple[list[int], list[tuple[Any, Any]]]:
-    """Each ``(key, event_type, payload)`` item's partition, and its ``(event_type, payload)``.
+) -> tuple[list[list[int]], list[list[tuple[Any, Any]]]]:
+    """Group ``(key, event_type, payload)`` items by partition, in batch order.
 
-    The same answers and errors as :func:`partition_index` per item, with the common case (a
-    str key, hash mode) inlined: this runs once per event on the producer's hot path.
+    Returns, per partition (all ``partitions`` of them, empty lists included), the batch
+    positions of its events and their ``(event_type, payload)``. The same answers and errors
+    as :func:`partition_index` per item, with the common case (a str key, hash mode) inlined:
+    this runs once per event on the producer's hot path.
     """
-    indexes: list[int] = []
-    pairs: list[tuple[Any, Any]] = []
-    put_index, put_pair = indexes.append, pairs.append
+    positions: list[list[int]] = [[] for _ in range(partitions)]
+    pairs: list[list[tuple[Any, Any]]] = [[] for _ in range(partitions)]
     crc = zlib.crc32
     for n, item in enumerate(items):
         if not isinstance(item, tuple) or len(item) != 3:
             raise InvalidInput(f"event {n} must be (key, event_type, payload), got {item!r}")
-        key = item[0]
+        key, event_type, payload = item
         if tenants is not None:
             index = tenants.get(str(key))
             if index is None:
                 raise InvalidInput(f"unknown tenant {key!r}; known: {list(tenants)}")
-        elif type(key) is str and key:
-            index = crc(key.encode("utf-8")) % partitions
+        elif type(key) is str and key and key.isascii():
+            index = crc(key.encode()) % partitions
         else:
-            index = hash_key(key) % partitions
-        put_index(index)
-        put_pair((item[1], item[2]))
-    return indexes, pairs
+            try:
+                index = hash_key(key) % partitions
+            except InvalidInput as exc:
+                raise InvalidInput(f"event {n}: {exc}") from None
+        positions[index].append(n)
+        pairs[index].append((event_type, payload))
+    return positions, pairs

@@ -162,22 +162,22 @@ def plain_rounds(
     ts_ms: int,
     cap: int | None,
     approximate: bool,
+    write: int = fp.XADD_WRITE,
 ) -> list[Round]:
     """The rounds for ``batch`` (its events at batch positions ``indexes``), which
-    :func:`_fastpath.plain` has proved cannot fail to pack: packed while being sent."""
+    :func:`_fastpath.plain` has proved cannot fail to pack: packed while being sent, ``write``
+    XADDs per slice (each slice its own MULTI/EXEC)."""
     step = fp.XADD_ROUND
     rounds: list[Round] = []
     for start in range(0, len(batch), step):
         chunk = batch[start : start + step]
-        writes = functools.partial(
-            fp.iter_packed, key, chunk, ts_ms, cap, approximate, fp.XADD_WRITE
-        )
+        writes = functools.partial(fp.iter_packed, key, chunk, ts_ms, cap, approximate, write)
         rounds.append(
             Round(
                 key,
                 indexes[start : start + len(chunk)],
                 writes,
-                _slices(len(chunk), fp.XADD_WRITE),
+                _slices(len(chunk), write),
             )
         )
     return rounds

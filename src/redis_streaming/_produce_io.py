@@ -212,50 +212,63 @@ def _drive(
 
 
 def _parallel(client: Any, step: Parallel) -> list[Any]:
-    """Write every exchange on its own connection, then read each one's replies (so the
-    nodes work at the same time); one reply list, Cut or exception per exchange."""
+    """Write every exchange, then read each one's replies, so the nodes work at the same
+    time. Exchanges to the same node share one connection (written one after the other, read
+    back in the same order); one reply list, Cut or exception per exchange."""
     results: list[Any] = [None] * len(step.exchanges)
-    opened: list[tuple[redis.Redis, Any, int] | None] = []
-    sent = [False] * len(step.exchanges)
+    held: dict[int, tuple[redis.Redis, Any, int]] = {}  # by id() of the node client
+    route: list[int | None] = []  # each exchange's connection (its node client's id())
+    written = [False] * len(step.exchanges)  # a byte of this exchange went out
+    broken: dict[int, BaseException] = {}
     try:
         for i, ex in enumerate(step.exchanges):
             try:
                 node = _node_client(client, ex.key)
-                conn, cid = _connection(node)
+                if id(node) not in held:
+                    held[id(node)] = (node, *_connection(node))
             except _CONNECTION as exc:  # nothing written: no connection
                 results[i] = Cut(False, 0, exc)
-                opened.append(None)
+                route.append(None)
                 continue
             except Exception as exc:  # an error reply to CLIENT ID, a slot with no node...
                 results[i] = exc
-                opened.append(None)
+                route.append(None)
                 continue
-            opened.append((node, conn, cid))
+            route.append(id(node))
+            conn, cid = held[id(node)][1:]
+            if id(node) in broken:  # an earlier exchange's write failed: this one never went
+                results[i] = Cut(False, cid, broken[id(node)])
+                continue
             try:
                 for part in ex.parts:
                     conn.send_packed_command([part], check_health=False)
-                    sent[i] = True
+                    written[i] = True
             except _CONNECTION as exc:
                 conn.disconnect()
-                results[i] = Cut(sent[i], cid, exc)
+                broken[id(node)] = exc
+                results[i] = Cut(written[i], cid, exc)
         for i, ex in enumerate(step.exchanges):
-            held = opened[i]
-            if held is None or results[i] is not None:
+            at = route[i]
+            if at is None or results[i] is not None:
+                continue
+            conn, cid = held[at][1:]
+            if at in broken:  # written whole, but its connection failed: not known yet
+                results[i] = Cut(True, cid, broken[at])
                 continue
             try:
-                results[i] = fp.read_replies(held[1], ex.replies)
+                results[i] = fp.read_replies(conn, ex.replies)
             except _CONNECTION as exc:
-                held[1].disconnect()
-                results[i] = Cut(sent[i], held[2], exc)
+                conn.disconnect()
+                broken[at] = exc
+                results[i] = Cut(True, cid, exc)
     except BaseException:
-        for i, held in enumerate(opened):
-            if held is not None and results[i] is None:
-                held[1].disconnect()  # unread replies must never go back to the pool
+        for at, (_node, conn, _cid) in held.items():
+            if at not in broken:
+                conn.disconnect()  # unread replies must never go back to the pool
         raise
     finally:
-        for held in opened:
-            if held is not None:
-                held[0].connection_pool.release(held[1])
+        for node, conn, _cid in held.values():
+            node.connection_pool.release(conn)
     return results
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import redis
 
@@ -47,6 +47,12 @@ from .worker import ConsumerWorker
 
 logger = logging.getLogger(__name__)
 
+#: XADDs per MULTI/EXEC slice in a partition's lane. One plain stream writes small slices so
+#: the server starts on the first while the next is packed; several lanes already overlap
+#: that way (the server runs lane 1 while lane 2 is packed), and fewer, larger slices cost
+#: the server less (one marker script per slice).
+LANE_WRITE: Final = 100
+
 __all__ = [
     "DEFAULT_LEASE_MS",
     "DEFAULT_PARTITIONS",
@@ -66,6 +72,15 @@ AnyClient = Any  # redis.Redis or redis.cluster.RedisCluster: the same command m
 
 
 # ---------------------------------------------------------------- PartitionedStream
+
+
+def _in_order(positions: list[list[int]], pairs: list[list[tuple[Any, Any]]]) -> list[Any]:
+    """The routed ``(event_type, payload)`` pairs back in batch order."""
+    out: list[Any] = [None] * sum(map(len, positions))
+    for pos, group in zip(positions, pairs, strict=True):
+        for n, pair in zip(pos, group, strict=True):
+            out[n] = pair
+    return out
 
 
 class PartitionedStream:
@@ -182,18 +197,18 @@ class PartitionedStream:
         twice, and ProduceError says what was stored.
         """
         items = codec.batch_list(events_with_keys)
-        indexes, pairs = route(items, len(self.keys), self._tenant_index or None)
-        if not pairs:
+        positions, pairs = route(items, len(self.keys), self._tenant_index or None)
+        if not items:
             return []
         try:
             if not _produce_io.supported(self.client):
-                return self._produce_pipelined(indexes, codec.encode_batch(pairs, now_ms()))
-            lanes = self._lanes(indexes, pairs, _produce_io.max_bulk(self.client))
+                return self._produce_pipelined(positions, pairs)
+            lanes = self._lanes(positions, pairs, _produce_io.max_bulk(self.client))
             first = self.streams[0]
             ids = _produce_io.write_lanes(
                 self.client,
                 list(lanes.values()),
-                len(pairs),
+                len(items),
                 retries=first.retries,
                 backoff=first.backoff,
                 on_moved=getattr(getattr(self.client, "nodes_manager", None), "initialize", None),
@@ -207,38 +222,45 @@ class PartitionedStream:
         return ids
 
     def _lanes(
-        self, indexes: list[int], pairs: list[tuple[Any, Any]], limit: int
+        self, positions: list[list[int]], pairs: list[list[tuple[Any, Any]]], limit: int
     ) -> dict[int, list[_produce.Round]]:
         """Each partition's rounds (its events in batch order), validated whole: raises
         InvalidEvent, naming the event's position in the batch, before anything is sent."""
         first = self.streams[0]
         cap, approx = first.maxlen, first.approximate
         ts = now_ms()
-        positions: dict[int, list[int]] = {}
-        for n, index in enumerate(indexes):
-            positions.setdefault(index, []).append(n)
-        if _fastpath.plain(pairs, limit):  # cannot fail to pack: packed while being sent
+        used = [i for i, pos in enumerate(positions) if pos]
+        if all(_fastpath.plain(pairs[i], limit) for i in used):
+            # cannot fail to pack: packed while being sent
+            write = _fastpath.XADD_WRITE if len(used) == 1 else LANE_WRITE
             return {
-                index: _produce.plain_rounds(
-                    self.keys[index], [pairs[n] for n in pos], pos, ts, cap, approx
+                i: _produce.plain_rounds(
+                    self.keys[i], pairs[i], positions[i], ts, cap, approx, write
                 )
-                for index, pos in positions.items()
+                for i in used
             }
-        encoded = codec.encode_batch(pairs, ts)
+        encoded = codec.encode_batch(_in_order(positions, pairs), ts)
         _produce.check_sizes([(None, f) for f in encoded], limit)
         step = _fastpath.XADD_ROUND
         lanes: dict[int, list[_produce.Round]] = {}
-        for index, pos in positions.items():
-            key = self.keys[index]
+        for index in used:
+            key, pos = self.keys[index], positions[index]
             for start in range(0, len(pos), step):
                 part = pos[start : start + step]
                 packed = _fastpath.pack_xadd_batch(key, [encoded[i] for i in part], cap, approx)
                 lanes.setdefault(index, []).append(_produce.Round(key, part, (packed,).__iter__))
         return lanes
 
-    def _produce_pipelined(self, indexes: list[int], encoded: list[dict[str, str]]) -> list[str]:
+    def _produce_pipelined(
+        self, positions: list[list[int]], pairs: list[list[tuple[Any, Any]]]
+    ) -> list[str]:
         # A client that is neither redis.Redis nor RedisCluster: one pipeline, never retried.
         first = self.streams[0]
+        indexes = [0] * sum(map(len, positions))
+        for index, pos in enumerate(positions):
+            for n in pos:
+                indexes[n] = index
+        encoded = codec.encode_batch(_in_order(positions, pairs), now_ms())
         pipe = self.client.pipeline(transaction=False)
         for index, fields in zip(indexes, encoded, strict=True):
             pipe.xadd(self.keys[index], fields, maxlen=first.maxlen, approximate=first.approximate)
