@@ -24,7 +24,7 @@ from redis_streaming import (
     RedisUnavailable,
 )
 from redis_streaming import _fastpath as fp
-from redis_streaming.partition import LANE_WRITE
+from redis_streaming._produce_fanout import LANE_WRITE
 from redis_streaming.server import SERVER_KINDS
 from waiting import wait_until
 

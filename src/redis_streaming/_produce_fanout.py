@@ -9,13 +9,71 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import redis.exceptions as rex
 
+from . import _codec as codec
+from . import _fastpath as fp
 from ._backoff import Backoff
 from ._errors import ProduceError, ServerError, translate
-from ._produce import Exchange, Plan, Round, Step, Unknown, _Partial, _write_round
+from ._produce import (
+    Exchange,
+    Plan,
+    Round,
+    Step,
+    Unknown,
+    _Partial,
+    _write_round,
+    check_sizes,
+    plain_rounds,
+)
+
+#: XADDs per MULTI/EXEC slice in a lane when there are several. One plain stream writes small
+#: slices so the server starts on the first while the next is packed; several lanes already
+#: overlap that way (the server runs lane 1 while lane 2 is packed), and fewer, larger slices
+#: cost the server less (one marker script per slice).
+LANE_WRITE: Final = 100
+
+
+def in_order(positions: Sequence[Sequence[int]], groups: Sequence[Sequence[Any]]) -> list[Any]:
+    """Grouped items back in batch order (``positions[g][j]`` is where ``groups[g][j]`` was)."""
+    out: list[Any] = [None] * sum(map(len, positions))
+    for pos, group in zip(positions, groups, strict=True):
+        for n, item in zip(pos, group, strict=True):
+            out[n] = item
+    return out
+
+
+def build_lanes(
+    keys: Sequence[str],
+    positions: Sequence[Sequence[int]],
+    pairs: Sequence[Sequence[Any]],
+    ts_ms: int,
+    cap: int | None,
+    approximate: bool,
+    limit: int,
+) -> dict[int, list[Round]]:
+    """Each key's rounds (its ``(event_type, payload)`` pairs at batch ``positions``, in batch
+    order), by key index; only keys with events. The batch is validated whole first: raises
+    InvalidEvent naming the event's position in the batch, before anything is sent."""
+    used = [i for i, pos in enumerate(positions) if pos]
+    if all(fp.plain(pairs[i], limit) for i in used):  # cannot fail to pack: packed as sent
+        write = fp.XADD_WRITE if len(used) == 1 else LANE_WRITE
+        return {
+            i: plain_rounds(keys[i], pairs[i], positions[i], ts_ms, cap, approximate, write)
+            for i in used
+        }
+    encoded = codec.encode_batch(in_order(positions, pairs), ts_ms)
+    check_sizes([(None, f) for f in encoded], limit)
+    lanes: dict[int, list[Round]] = {}
+    for i in used:
+        pos = positions[i]
+        for start in range(0, len(pos), fp.XADD_ROUND):
+            part = pos[start : start + fp.XADD_ROUND]
+            packed = fp.pack_xadd_batch(keys[i], [encoded[n] for n in part], cap, approximate)
+            lanes.setdefault(i, []).append(Round(keys[i], part, (packed,).__iter__))
+    return lanes
 
 
 @dataclass(frozen=True, slots=True)

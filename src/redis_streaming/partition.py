@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import redis
 
 from . import _codec as codec
-from . import _fastpath, _produce, _produce_io
+from . import _produce_io
 from ._errors import InvalidInput, InvalidOption, StreamingError, translate
 from ._model import ClaimResult, Entry, GroupInfo, StreamInfo
 from ._partition_core import (
@@ -39,6 +39,7 @@ from ._partition_core import (
     sum_groups,
     validate_tag,
 )
+from ._produce_fanout import build_lanes, in_order
 from .deadletter import DeadLetters
 from .partition_pool import PartitionedConsumerPool
 from .retention import TrimReport, trim_safe
@@ -46,12 +47,6 @@ from .stream import EventStream, now_ms
 from .worker import ConsumerWorker
 
 logger = logging.getLogger(__name__)
-
-#: XADDs per MULTI/EXEC slice in a partition's lane. One plain stream writes small slices so
-#: the server starts on the first while the next is packed; several lanes already overlap
-#: that way (the server runs lane 1 while lane 2 is packed), and fewer, larger slices cost
-#: the server less (one marker script per slice).
-LANE_WRITE: Final = 100
 
 __all__ = [
     "DEFAULT_LEASE_MS",
@@ -73,14 +68,6 @@ AnyClient = Any  # redis.Redis or redis.cluster.RedisCluster: the same command m
 
 # ---------------------------------------------------------------- PartitionedStream
 
-
-def _in_order(positions: list[list[int]], pairs: list[list[tuple[Any, Any]]]) -> list[Any]:
-    """The routed ``(event_type, payload)`` pairs back in batch order."""
-    out: list[Any] = [None] * sum(map(len, positions))
-    for pos, group in zip(positions, pairs, strict=True):
-        for n, pair in zip(pos, group, strict=True):
-            out[n] = pair
-    return out
 
 
 class PartitionedStream:
@@ -203,8 +190,11 @@ class PartitionedStream:
         try:
             if not _produce_io.supported(self.client):
                 return self._produce_pipelined(positions, pairs)
-            lanes = self._lanes(positions, pairs, _produce_io.max_bulk(self.client))
             first = self.streams[0]
+            lanes = build_lanes(
+                self.keys, positions, pairs, now_ms(), first.maxlen, first.approximate,
+                _produce_io.max_bulk(self.client),
+            )  # fmt: skip
             ids = _produce_io.write_lanes(
                 self.client,
                 list(lanes.values()),
@@ -221,36 +211,6 @@ class PartitionedStream:
             self.streams[index]._count(produced=sum(r.count for r in rounds))
         return ids
 
-    def _lanes(
-        self, positions: list[list[int]], pairs: list[list[tuple[Any, Any]]], limit: int
-    ) -> dict[int, list[_produce.Round]]:
-        """Each partition's rounds (its events in batch order), validated whole: raises
-        InvalidEvent, naming the event's position in the batch, before anything is sent."""
-        first = self.streams[0]
-        cap, approx = first.maxlen, first.approximate
-        ts = now_ms()
-        used = [i for i, pos in enumerate(positions) if pos]
-        if all(_fastpath.plain(pairs[i], limit) for i in used):
-            # cannot fail to pack: packed while being sent
-            write = _fastpath.XADD_WRITE if len(used) == 1 else LANE_WRITE
-            return {
-                i: _produce.plain_rounds(
-                    self.keys[i], pairs[i], positions[i], ts, cap, approx, write
-                )
-                for i in used
-            }
-        encoded = codec.encode_batch(_in_order(positions, pairs), ts)
-        _produce.check_sizes([(None, f) for f in encoded], limit)
-        step = _fastpath.XADD_ROUND
-        lanes: dict[int, list[_produce.Round]] = {}
-        for index in used:
-            key, pos = self.keys[index], positions[index]
-            for start in range(0, len(pos), step):
-                part = pos[start : start + step]
-                packed = _fastpath.pack_xadd_batch(key, [encoded[i] for i in part], cap, approx)
-                lanes.setdefault(index, []).append(_produce.Round(key, part, (packed,).__iter__))
-        return lanes
-
     def _produce_pipelined(
         self, positions: list[list[int]], pairs: list[list[tuple[Any, Any]]]
     ) -> list[str]:
@@ -260,7 +220,7 @@ class PartitionedStream:
         for index, pos in enumerate(positions):
             for n in pos:
                 indexes[n] = index
-        encoded = codec.encode_batch(_in_order(positions, pairs), now_ms())
+        encoded = codec.encode_batch(in_order(positions, pairs), now_ms())
         pipe = self.client.pipeline(transaction=False)
         for index, fields in zip(indexes, encoded, strict=True):
             pipe.xadd(self.keys[index], fields, maxlen=first.maxlen, approximate=first.approximate)
