@@ -9,7 +9,8 @@ import redis_streaming
 
 EXPECTED = {
     "AckDeleteResult", "FeatureUnavailable", "AlreadyRunning", "AsyncConsumerWorker",
-    "AsyncDeadLetters", "AsyncEventStream", "AsyncHealthMonitor", "check_health_async",
+    "AsyncDeadLetters", "AsyncEventStream", "AsyncHealthMonitor", "AsyncPartitionedStream",
+    "check_health_async",
     "Backoff", "ChildInfo", "ClaimResult", "ConsumerCleanup", "ConsumerInfo",
     "ConsumerStatus", "ConsumerWorker", "DEFAULT_CLAIM_MIN_IDLE_MS", "DEFAULT_MAXLEN_APPROX",
     "DEFAULT_MAX_DELIVERIES", "DEFAULT_REAP_INTERVAL_S", "DeadLetters", "Delivery",

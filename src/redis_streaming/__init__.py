@@ -32,7 +32,13 @@ from ._model import (
     StreamStats,
     UndecodableEntry,
 )
-from .aio import AsyncConsumerWorker, AsyncDeadLetters, AsyncEventStream, AsyncHealthMonitor
+from .aio import (
+    AsyncConsumerWorker,
+    AsyncDeadLetters,
+    AsyncEventStream,
+    AsyncHealthMonitor,
+    AsyncPartitionedStream,
+)
 from .aio import check_health as check_health_async
 from .cluster_server import LocalCluster
 from .consumers import ConsumerCleanup, delete_consumer_if_idle, delete_idle_consumers
@@ -59,6 +65,7 @@ __all__ = [
     "AsyncDeadLetters",
     "AsyncEventStream",
     "AsyncHealthMonitor",
+    "AsyncPartitionedStream",
     "Backoff",
     "ChildInfo",
     "ClaimResult",

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
 import redis.exceptions as rex
 
 from .. import _fastpath as fp
-from .. import _produce
+from .. import _produce, _produce_fanout
 from .._backoff import Backoff
 from .._produce import Ask, Cut, Exchange, OneKey, Pause, Reroute, Round
+from .._produce_fanout import Parallel
 
 _CLIENT_ID = fp.pack_command(("CLIENT", "ID"))
 _CONNECTION = (OSError, rex.ConnectionError, rex.TimeoutError, asyncio.TimeoutError)
@@ -163,37 +164,70 @@ def _timeout(client: aredis.Redis) -> float | None:
     return None if value is None else float(value)
 
 
-async def _exchange(client: aredis.Redis, step: Exchange) -> list[Any]:
+async def _exchanges(client: aredis.Redis, steps: Sequence[Exchange]) -> list[Any]:
+    """Write every exchange on one connection (one after the other, one drain), then read each
+    one's replies in order; one result per exchange: its replies, or what it ended with.
+
+    No connection: each gets ``Cut(False, ...)``. A connection that fails or times out while
+    exchange j is read: the earlier ones keep their replies, j and later get ``Cut(True, ...)``
+    (all was handed to the transport: the plan settles it through the marker). Each reply
+    waits at most the client's socket_timeout; a cancellation disconnects and propagates.
+    """
     pool = client.connection_pool
+    timeout = _timeout(client)
     try:
-        async with asyncio.timeout(_timeout(client)):
+        async with asyncio.timeout(timeout):
             conn, cid = await _connection(pool)
-    except _CONNECTION as exc:
-        raise Cut(False, 0, exc) from exc
-    # Each slice goes to the transport as soon as it is packed (the server works on it while
-    # the next is packed), then one drain: 4.4x a raw redis.asyncio pipeline instead of 3.4x
-    # when the whole round was packed first. Counted as sent from the first byte on: a
-    # transport may have flushed part of it before failing, so a cut from here on is settled
-    # through the marker, never answered by a blind resend.
-    sent = True
+    except _CONNECTION as exc:  # nothing written: no connection
+        return [_cut(False, 0, exc) for _ in steps]
+    except Exception as exc:  # CLIENT ID refused
+        return [exc] * len(steps)
+    out: list[Any] = []
     try:
-        async with asyncio.timeout(_timeout(client)):  # a timeout after a write is settled
+        async with asyncio.timeout(timeout) as deadline:
+            # Each slice goes to the transport as soon as it is packed (the server works on it
+            # while the next is packed), then one drain: 4.4x a raw redis.asyncio pipeline
+            # instead of 3.4x when the whole round was packed first. Counted as sent from the
+            # first byte on: a transport may have flushed part of it before failing, so a cut
+            # from here on is settled through the marker, never answered by a blind resend.
             writer = getattr(conn, "_writer", None)
             if writer is None:  # another connection class: one packed write
-                await conn.send_packed_command(list(step.parts), check_health=False)
+                parts = [part for step in steps for part in step.parts]
+                await conn.send_packed_command(parts, check_health=False)
             else:
-                for part in step.parts:
-                    writer.write(part)
+                for step in steps:
+                    for part in step.parts:
+                        writer.write(part)
                 await writer.drain()
-            return await read_replies(conn, step.replies)
+            for step in steps:
+                out.append(await read_replies(conn, step.replies))
+                if timeout is not None:  # the next exchange's replies get a full wait
+                    deadline.reschedule(asyncio.get_running_loop().time() + timeout)
     except _CONNECTION as exc:
         await _abandon(conn)
-        raise Cut(sent, cid, exc) from exc
-    except BaseException:
+        return out + [_cut(True, cid, exc) for _ in steps[len(out) :]]
+    except Exception as exc:  # not a connection failure: given as is to every unread exchange
+        await _abandon(conn)
+        return out + [exc] * (len(steps) - len(out))
+    except BaseException:  # cancelled: never reuse a half-read socket
         await _abandon(conn)
         raise
     finally:
         await pool.release(conn)
+    return out
+
+
+def _cut(sent: bool, client_id: int, exc: BaseException) -> Cut:
+    cut = Cut(sent, client_id, exc)
+    cut.__cause__ = exc
+    return cut
+
+
+async def _exchange(client: aredis.Redis, step: Exchange) -> list[Any]:
+    [result] = await _exchanges(client, (step,))
+    if isinstance(result, BaseException):
+        raise result
+    return result  # type: ignore[no-any-return]
 
 
 async def _step(client: aredis.Redis, step: Any) -> Any:
@@ -204,6 +238,8 @@ async def _step(client: aredis.Redis, step: Any) -> Any:
     if isinstance(step, Pause):
         await asyncio.sleep(step.seconds)
         return None
+    if isinstance(step, Parallel):  # one server: every exchange on one connection
+        return await _exchanges(client, step.exchanges)
     if isinstance(step, (Reroute, OneKey)):  # cluster-only steps: never planned here
         raise TypeError(f"no cluster routing on the async fast path: {step!r}")
     raise TypeError(f"not a producer step: {step!r}")
@@ -216,6 +252,26 @@ async def write_rounds(
     plan = _produce.write_rounds_plan(
         rounds, total, retries=retries, backoff=backoff, cluster=False
     )
+    return await _drive(client, plan)  # type: ignore[no-any-return]
+
+
+async def write_lanes(
+    client: aredis.Redis,
+    lanes: Sequence[Sequence[Round]],
+    total: int,
+    *,
+    retries: int,
+    backoff: Backoff,
+) -> list[str]:
+    """Run :func:`_produce_fanout.write_lanes_plan` over an async client: each lane's rounds
+    in order, the lanes side by side on one connection; all IDs in batch order."""
+    plan = _produce_fanout.write_lanes_plan(
+        lanes, total, retries=retries, backoff=backoff, cluster=False
+    )
+    return await _drive(client, plan)  # type: ignore[no-any-return]
+
+
+async def _drive(client: aredis.Redis, plan: _produce_fanout.FanoutPlan) -> Any:
     step = next(plan)
     while True:
         try:
@@ -224,9 +280,9 @@ async def write_rounds(
             try:
                 step = plan.throw(exc)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
             continue
         try:
             step = plan.send(reply)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
