@@ -323,9 +323,7 @@ class WorkerCore:
                     key, self.group, self.name, (), count, block_ms
                 )
             else:
-                payload = _fastpath.pack_ack_read(
-                    key, self.group, self.name, acks, count, block_ms
-                )
+                payload = _fastpath.pack_ack_read(key, self.group, self.name, acks, count, block_ms)
             flagged = _fastpath.bad_bytes_seen()
             replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
             raw = replies[-1]
@@ -385,6 +383,66 @@ class WorkerCore:
         yield from _plans.ensure_group(self.stream.key, self.group, self.on_missing_group)
         return False
 
+    def start_steps(self) -> Steps:
+        """Start-up: capabilities, the group, this name's own PEL, a first reap, then the
+        subclass's own steps (see _after_start)."""
+        if self.ack_mode == "delete":
+            (yield from _caps.detect()).require_xackdel()
+        yield from _plans.ensure_group(self.stream.key, self.group, self.group_start)
+        if self.process_own_pel:
+            yield from _workerrecovery.replay_own_pel(self)
+        if self.reap_interval is not None:
+            yield from self.reap()
+        yield from self._after_start()
+        self._next_reap = time.monotonic() + (self.reap_interval or 0)
+
+    def reap_if_due(self) -> Steps:
+        """The periodic reap, when ``reap_interval`` has passed since the last one."""
+        if self.reap_interval is not None and time.monotonic() >= self._next_reap:
+            yield from self.flush_acks()
+            yield from self.reap()
+            self._next_reap = time.monotonic() + self.reap_interval
+
+    def read_back(self) -> None:
+        """A read came back: the connection works again."""
+        if self._failures_in_row:
+            logger.info("%s reconnected to %s", self.name, self.stream.key)
+            self._failures_in_row = 0
+        self._group_missing_logged = False
+
+    def take(self, entries: Sequence[Entry], asked: int) -> Steps:
+        """Handle a batch of new entries read with COUNT ``asked``; queue the acks."""
+        began = time.perf_counter()
+        ok, _dropped = yield from self._handle(entries, False)
+        self._sizer.observe(asked, len(entries), time.perf_counter() - began)
+        self.processed += len(ok)
+        self._pending_acks.extend(ok)
+
+    def on_failure(self, exc: Exception) -> Steps:
+        """The loop's error policy for ``exc``; returns True when the loop must end."""
+        if isinstance(exc, FeatureUnavailable):  # nothing to retry: this server cannot do it
+            logger.error("%s cannot run on %s: %s", self.name, self.stream.key, exc)
+            if self.on_error is not None:
+                self._safe_callback(exc, None)
+            return True
+        problem: BaseException = exc
+        if isinstance(exc, GroupMissing) or (
+            isinstance(exc, rex.ResponseError) and is_nogroup(exc)
+        ):
+            try:
+                return (yield from self._group_missing())
+            except (rex.RedisError, StreamingError) as again:
+                problem = again
+        elif not isinstance(exc, (rex.RedisError, StreamingError, OSError)):
+            if self._stopping():
+                return True  # a broken call while stopping: not a failure
+            logger.exception("%s: unexpected error in worker loop", self.name)
+        delay = self._error_delay(problem)
+        if delay is None:
+            return True
+        yield Wait(delay)
+        return False
+
     def loop(self, fast: bool) -> Steps:
         """The worker's whole life, as steps; ends when stopped (or NOGROUP with "stop")."""
         logger.info("%s started on %s/%s", self.name, self.stream.key, self.group)
@@ -393,71 +451,24 @@ class WorkerCore:
         while not self._stopping():
             try:
                 if not started:
-                    if self.ack_mode == "delete":
-                        (yield from _caps.detect()).require_xackdel()
-                    yield from _plans.ensure_group(self.stream.key, self.group, self.group_start)
-                    if self.process_own_pel:
-                        yield from _workerrecovery.replay_own_pel(self)
-                    if self.reap_interval is not None:
-                        yield from self.reap()
-                    yield from self._after_start()
+                    yield from self.start_steps()
                     started = True
-                    self._next_reap = time.monotonic() + (self.reap_interval or 0)
                 if self.paused:
                     yield from self.flush_acks()
                     yield Park()
                     continue
-                if self.reap_interval is not None and time.monotonic() >= self._next_reap:
-                    yield from self.flush_acks()
-                    yield from self.reap()
-                    self._next_reap = time.monotonic() + self.reap_interval
+                yield from self.reap_if_due()
                 if not self._may_read():
                     yield from self.flush_acks()
                     yield Wait(0.05)
                     continue
                 asked = self._sizer.count
                 entries = yield from self._read(fast)
-                if self._failures_in_row:
-                    logger.info("%s reconnected to %s", self.name, self.stream.key)
-                    self._failures_in_row = 0
-                self._group_missing_logged = False
-                if not entries or self._stopping():
-                    continue
-                began = time.perf_counter()
-                ok, _dropped = yield from self._handle(entries, False)
-                self._sizer.observe(asked, len(entries), time.perf_counter() - began)
-                self.processed += len(ok)
-                self._pending_acks.extend(ok)
-            except FeatureUnavailable as exc:  # nothing to retry: this server cannot do it
-                logger.error("%s cannot run on %s: %s", self.name, self.stream.key, exc)
-                if self.on_error is not None:
-                    self._safe_callback(exc, None)
-                break
-            except (GroupMissing, rex.ResponseError) as exc:
-                problem: BaseException = exc
-                if isinstance(exc, GroupMissing) or is_nogroup(exc):
-                    try:
-                        if (yield from self._group_missing()):
-                            break
-                        continue
-                    except (rex.RedisError, StreamingError) as again:
-                        problem = again
-                delay = self._error_delay(problem)
-                if delay is None:
+                self.read_back()
+                if entries and not self._stopping():
+                    yield from self.take(entries, asked)
+            except Exception as exc:  # never let the loop die: the error policy decides
+                if (yield from self.on_failure(exc)):
                     break
-                yield Wait(delay)
-            except (rex.RedisError, StreamingError, OSError) as exc:
-                delay = self._error_delay(exc)
-                if delay is None:
-                    break
-                yield Wait(delay)
-            except Exception as exc:  # never let the loop die
-                if self._stopping():
-                    break  # a broken call while stopping: not a failure
-                logger.exception("%s: unexpected error in worker loop", self.name)
-                delay = self._error_delay(exc)
-                if delay is None:
-                    break
-                yield Wait(delay)
         yield from self.flush_acks()
         logger.info("%s stopped on %s/%s", self.name, self.stream.key, self.group)

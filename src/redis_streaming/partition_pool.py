@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from . import _codec as codec
+from . import _fastpath
 from ._errors import InvalidOption
 from ._partition_core import (
     DEFAULT_LEASE_MS,
@@ -31,6 +32,7 @@ from ._partition_core import (
     validate_tag,
 )
 from ._workersteps import Steps
+from .pool_reader import CombinedReader
 from .stream import EventStream
 from .worker import ConsumerWorker, Handler
 
@@ -92,12 +94,43 @@ class _LeasedWorker(ConsumerWorker):
         yield from self.reap(min_idle_ms=0)
 
 
+class _GroupedWorker(_LeasedWorker):
+    """A _LeasedWorker read by its member's CombinedReader for its node instead of a thread of
+    its own: start() joins the reader, stop() leaves it (handled entries acked first)."""
+
+    def __init__(self, *args: Any, reader: CombinedReader, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reader = reader
+        self._gone: threading.Event | None = None
+
+    def start(self) -> _GroupedWorker:
+        if self._gone is None:
+            self._gone = self.reader.add(self)
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        self._stop.set()
+        self._wake.set()
+        gone = self._gone
+        if gone is None:
+            return True
+        self.reader.wake()
+        return gone.wait(timeout) or not self.reader.is_alive
+
+    @property
+    def is_alive(self) -> bool:
+        gone = self._gone
+        return gone is not None and not gone.is_set() and self.reader.is_alive
+
+
 class _Member:
     def __init__(self, name: str) -> None:
         self.name = name
         self.leases: dict[int, _Lease] = {}
         #: workers told to stop whose threads have not ended yet, by partition
         self.retiring: dict[int, _LeasedWorker] = {}
+        #: the combined reader of this member's partitions (single server only: key None)
+        self.readers: dict[str | None, CombinedReader] = {}
 
 
 class PartitionedConsumerPool:
@@ -111,6 +144,13 @@ class PartitionedConsumerPool:
     Each held partition is read by a ConsumerWorker (acks, reaping, dead letters as usual).
 
     ``lease_ms`` must exceed ``block_ms`` plus the time the handler needs for one batch.
+    With ``combine_reads`` (the default) on a single server, a member reads all the partitions
+    it holds with one blocking ``XREADGROUP ... STREAMS k1 k2 ..`` (one
+    :class:`~redis_streaming.pool_reader.CombinedReader` thread per member; only partitions
+    whose lease has time left are in the read), and each partition keeps its own worker state
+    (acks, reaping, dead letters). On a cluster every partition has a slot of its own and a
+    node refuses multi-key commands across slots (CROSSSLOT), so there, and for clients the
+    hand-packed path cannot read through, each partition gets a worker thread of its own.
     Remaining keyword options go to every ConsumerWorker.
     """
 
@@ -125,9 +165,12 @@ class PartitionedConsumerPool:
         lease_ms: int = DEFAULT_LEASE_MS,
         group_start: str = "$",
         block_ms: int = 500,
+        combine_reads: bool = True,
         **worker_options: Any,
     ) -> None:
         self.pstream = pstream
+        self.combine_reads = bool(combine_reads)
+        self._combine = False  # decided at start(): see _one_server
         self.group = validate_tag(group, "group")
         codec.validate_int(consumers, "consumers", minimum=1, maximum=1000)
         prefix = name_prefix or f"{socket.gethostname()}-{os.getpid()}"
@@ -165,6 +208,7 @@ class PartitionedConsumerPool:
         if self._thread is not None:
             return self
         self.pstream.ensure_group(self.group, self.group_start)
+        self._combine = self.combine_reads and self._one_server()
         self._tick()
         self._thread = threading.Thread(
             target=self._run, name=f"pool-{self.group}-{self.members[0].name}", daemon=True
@@ -196,6 +240,9 @@ class PartitionedConsumerPool:
                 for old in m.retiring.values():
                     old.stop(max(0.0, deadline - time.monotonic()))
                 m.retiring.clear()
+                for reader in m.readers.values():
+                    reader.stop(max(0.0, deadline - time.monotonic()))
+                m.readers.clear()
             self._call(self._heartbeat, leave=True)
 
     def __enter__(self) -> PartitionedConsumerPool:
@@ -258,6 +305,21 @@ class PartitionedConsumerPool:
             out["dead_lettered"] += w.dead_lettered
             out["workers"] += 1
         return out
+
+    def _one_server(self) -> bool:
+        """True when the client talks to one server that is not in cluster mode (a plain
+        client on a cluster node would meet CROSSSLOT in a combined read). INFO refused: no."""
+        client = self.pstream.client
+        if not isinstance(client, redis.Redis):
+            return False
+        try:
+            info = client.info("cluster")
+        except REDIS_FAILURES as exc:
+            logger.info(
+                "pool %s: INFO cluster refused (%s): one read per partition", self.group, exc
+            )
+            return False
+        return str(info.get("cluster_enabled", "0")) in ("0", "")
 
     # ------------------------------------------------------------ coordination
 
@@ -335,19 +397,31 @@ class PartitionedConsumerPool:
             logger.debug("pool %s: no node for partition %d: %s", self.group, lease.partition, exc)
             lease.worker = None
             return
-        lease.worker = _LeasedWorker(
-            stream,
-            self.group,
-            m.name,
-            self.handler,
-            lease=lease,
-            margin_ms=self.margin_ms,
-            block_ms=self.block_ms,
-            group_start=self.group_start,
+        options: dict[str, Any] = {
+            "lease": lease,
+            "margin_ms": self.margin_ms,
+            "block_ms": self.block_ms,
+            "group_start": self.group_start,
             **self.worker_options,
-        )
-        self._started.append(lease.worker)
-        lease.worker.start()
+        }
+        worker: _LeasedWorker
+        # One server only: a cluster node refuses a multi-key command across slots (CROSSSLOT),
+        # and every partition has a hash tag, so a slot, of its own.
+        if self._combine and lease.node is None and _fastpath.supports(stream.client):
+            reader = m.readers.get(lease.node)
+            if reader is None or not reader.usable:
+                reader = CombinedReader(
+                    stream.client, self.block_ms, f"consumer-{self.group}-{m.name}"
+                )
+                m.readers[lease.node] = reader
+            worker = _GroupedWorker(
+                stream, self.group, m.name, self.handler, reader=reader, **options
+            )
+        else:
+            worker = _LeasedWorker(stream, self.group, m.name, self.handler, **options)
+        lease.worker = worker
+        self._started.append(worker)
+        worker.start()
 
     def _rebind(self, m: _Member, lease: _Lease) -> None:
         """Cluster: when the partition's slot now lives on another node (resharding, or a

@@ -1,0 +1,176 @@
+"""Several consumer workers read with one XREADGROUP: the combined read, written once.
+
+Each member is a whole :class:`WorkerCore` of its own stream (same group, same consumer name,
+same server): its handler loop, delivery limits, dead letters, reaping, acks and counters stay
+its own. Only the blocking ``XREADGROUP ... STREAMS k1 k2 .. > > ..`` is shared, with every
+member's pending XACKs in the same round trip. A member whose ``_may_read`` says no (a
+partition lease about to lapse) is left out of the read. Pure, like _workercore: it yields
+steps (:class:`Sub` runs one member's own steps on that member's shell) and does no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions as rex
+
+from . import _fastpath, _plans
+from ._errors import is_nogroup
+from ._model import Entry
+from ._workercore import WorkerCore
+from ._workersteps import READ_MARGIN_S, FastRead, Step, Steps, Wait
+
+logger = logging.getLogger("redis_streaming.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Sub:
+    """Run ``steps`` (steps of ``member``) on that member's own shell; reply: their result."""
+
+    member: WorkerCore
+    steps: Steps
+
+
+def _ack_bytes(core: WorkerCore) -> bytes:
+    key, ids = core.stream.key, core._pending_acks
+    if core.ack_mode == "delete":
+        return _fastpath.pack_command(_plans.ack_delete_args(key, core.group, ids, core.delete_ref))
+    return _fastpath.pack_command(("XACK", key, core.group, *ids))
+
+
+def by_key(raw: Any, checked: bool) -> dict[str, list[Entry]]:
+    """A raw XREADGROUP reply over several streams (RESP2 list or RESP3 map) by stream key."""
+    if not raw:
+        return {}
+    pairs = raw.items() if isinstance(raw, Mapping) else ((s[0], s[1]) for s in raw)
+    return {
+        _fastpath.text(key): _fastpath.entries_from_items(items, checked)
+        for key, items in pairs
+        if items
+    }
+
+
+def read_many(members: Sequence[WorkerCore]) -> MultiSteps:
+    """One round trip: every member's pending acks, then ``XREADGROUP GROUP g c COUNT n
+    BLOCK ms STREAMS k1 .. kn > .. >``. Returns ``(entries by member, COUNT asked)``.
+
+    COUNT applies per stream (the first member's adaptive read size); BLOCK is the shortest
+    any member allows (none blocks past its next reap).
+    """
+    lead = members[0]
+    acking = [m for m in members if m._pending_acks]
+    count = lead._sizer.count
+    block_ms = min(m._block_now() for m in members)
+    keys = [m.stream.key for m in members]
+    read: tuple[str, ...] = ("XREADGROUP", "GROUP", lead.group, lead.name, "COUNT", str(count))
+    read += ("BLOCK", str(block_ms), "STREAMS", *keys, *(">" for _ in keys))
+    payload = b"".join(_ack_bytes(m) for m in acking) + _fastpath.pack_command(read)
+    flagged = _fastpath.bad_bytes_seen()
+    replies = yield FastRead(payload, len(acking) + 1, block_ms / 1000 + READ_MARGIN_S)
+    refused: BaseException | None = None
+    for m, reply in zip(acking, replies, strict=False):
+        if isinstance(reply, Exception):  # this member's acks stay queued for the next read
+            refused = refused or reply
+            continue
+        m._pending_acks = []
+        m.stream._count(acked=_plans.acked_count(reply) if isinstance(reply, list) else int(reply))
+    raw = replies[-1]
+    if isinstance(raw, Exception):
+        raise raw
+    if refused is not None:
+        raise refused
+    found = by_key(raw, checked=_fastpath.bad_bytes_seen() == flagged)
+    return {m: found[m.stream.key] for m in members if m.stream.key in found}, count
+
+
+class Members:
+    """What the combined loop asks of its shell: the members now, and how they leave."""
+
+    def current(self) -> list[WorkerCore]:  # pragma: no cover - the shell's
+        raise NotImplementedError
+
+    def leave(self, member: WorkerCore) -> None:  # pragma: no cover - the shell's
+        """``member`` is out of the read and its handled entries are acked (or could not be)."""
+        raise NotImplementedError
+
+    def stopping(self) -> bool:  # pragma: no cover - the shell's
+        raise NotImplementedError
+
+
+def _own(member: WorkerCore, steps: Steps) -> Steps:
+    """Run ``member``'s steps under its own error policy: "ok", "retry" (it backed off) or
+    "leave" (its policy ends it: NOGROUP with "stop", a feature this server lacks...)."""
+    try:
+        yield from steps
+    except Exception as exc:
+        return "leave" if (yield from member.on_failure(exc)) else "retry"
+    return "ok"
+
+
+def _named(exc: BaseException, members: Sequence[WorkerCore]) -> list[WorkerCore]:
+    """The members a NOGROUP error names (its text quotes the key), or all of them."""
+    text = str(exc)
+    return [m for m in members if f"'{m.stream.key}'" in text] or list(members)
+
+
+#: The combined loop's steps: a worker's, plus Sub.
+MultiSteps = Generator[Step | Sub, Any, Any]
+
+
+def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
+    """The combined reader's whole life as steps; ends when ``members.stopping()``.
+
+    Members join at any time (their start-up steps run first) and leave once stopped (their
+    acks flushed first). A member's own steps fail under its own error policy; a failed read
+    goes through the first member's (one warning and one backoff for the whole read), and a
+    NOGROUP is repaired by the members it names.
+    """
+    started: set[int] = set()
+
+    def leave(m: WorkerCore) -> None:
+        started.discard(id(m))
+        members.leave(m)
+
+    while not members.stopping():
+        current = members.current()
+        for m in current:
+            if m._stopping():
+                yield Sub(m, _own(m, m.flush_acks()))
+                leave(m)
+                continue
+            outcome = yield Sub(
+                m, _own(m, m.reap_if_due() if id(m) in started else m.start_steps())
+            )
+            if outcome == "leave":
+                leave(m)
+            elif outcome == "ok":
+                started.add(id(m))
+        readers = [m for m in current if id(m) in started and not m.paused and m._may_read()]
+        if not readers:
+            for m in current:
+                if id(m) in started:
+                    yield Sub(m, _own(m, m.flush_acks()))
+            yield Wait(idle)
+            continue
+        try:
+            got, asked = yield from read_many(readers)
+        except Exception as exc:  # the read is shared: one policy decides for it
+            nogroup = isinstance(exc, rex.ResponseError) and is_nogroup(exc)
+            for m in _named(exc, readers) if nogroup else readers[:1]:
+                if (yield Sub(m, m.on_failure(exc))) and nogroup:
+                    leave(m)  # "stop" policy
+            continue
+        for m in readers:
+            m.read_back()
+        for m, entries in got.items():
+            if m._stopping() or members.stopping():
+                continue  # read, not handled: pending for a reaper or this name's restart
+            if (yield Sub(m, _own(m, m.take(entries, asked)))) == "leave":
+                leave(m)
+    for m in members.current():
+        if id(m) in started:
+            yield Sub(m, _own(m, m.flush_acks()))
+        members.leave(m)

@@ -1,0 +1,166 @@
+"""CombinedReader: one thread and one blocking XREADGROUP for several ConsumerWorkers.
+
+The thread shell of :func:`_workermulti.combined_loop`. Its members are ConsumerWorkers of one
+group and one consumer name whose streams live on one server (a pool member's partitions on
+one node); each keeps its own handler loop, acks, reaping and dead letters, run on its own
+shell, and only the read is shared. It must not decide what a reply means (the core does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from . import _drive, _fastpath, _liveness
+from ._ops import Batch, Op
+from ._workermulti import Members, Sub, combined_loop
+from ._workersteps import READ_MARGIN_S, FastRead, Wait
+from .worker import ConsumerWorker
+
+logger = logging.getLogger(__name__)
+
+_STOP_POLL_S = 0.05
+
+
+class CombinedReader(Members):
+    """Reads the streams of its member workers with one XREADGROUP over ``client``'s server.
+
+    ``block_ms`` bounds every wait of the shared read (plus a margin, as a worker's own). Use
+    :meth:`add` to hand it a worker (it starts the thread on first use) and the worker's
+    ``stop`` to take it out; :meth:`stop` ends the thread.
+    """
+
+    def __init__(self, client: redis.Redis, block_ms: int, name: str = "reader") -> None:
+        own = _liveness.private_client(client, block_ms / 1000 + READ_MARGIN_S)
+        self._client = client if own is None else own
+        self._io = _liveness.IoWatch(own)
+        self.name = name
+        self._members: list[ConsumerWorker] = []
+        self._left: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reads = 0  #: combined XREADGROUPs sent so far
+
+    def __repr__(self) -> str:
+        return f"CombinedReader({self.name!r}, members={len(self._members)})"
+
+    # ------------------------------------------------------------ membership
+
+    def add(self, worker: ConsumerWorker) -> threading.Event:
+        """Read ``worker``'s stream from the next read on; returns the event set once it has
+        left (stopped, its handled entries acked). Starts the thread on first use."""
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError(f"{self!r} is stopped")
+            left = threading.Event()
+            self._left[id(worker)] = left
+            self._members.append(worker)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return left
+
+    def current(self) -> list[Any]:
+        with self._lock:
+            return list(self._members)
+
+    def leave(self, member: Any) -> None:
+        with self._lock:
+            if member in self._members:
+                self._members.remove(member)
+            left = self._left.pop(id(member), None)
+        if left is not None:
+            left.set()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wake(self) -> None:
+        """Look at the members again now (one left or joined) instead of after a wait."""
+        self._wake.set()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def usable(self) -> bool:
+        """True while :meth:`add` can take a worker (not stopped, thread not ended)."""
+        return not self._stop.is_set() and (self._thread is None or self._thread.is_alive())
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """End the thread: a blocked read is broken at once; every member leaves after its
+        running handler returns (handled entries acked). True once the thread has ended."""
+        self._stop.set()
+        self._wake.set()
+        for m in self.current():
+            m._stop.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            self._io.break_stalled()
+            for m in self.current():
+                m._io.break_stalled()
+            left = _STOP_POLL_S if deadline is None else deadline - time.monotonic()
+            thread.join(max(0.0, min(_STOP_POLL_S, left)))
+            if not thread.is_alive():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    # ------------------------------------------------------------ interpreting the core's steps
+
+    def _run(self) -> None:
+        try:
+            self._drive(combined_loop(self))
+        except Exception:  # the members' own policies handle their errors; this is a bug
+            logger.exception("%s: combined read loop ended", self.name)
+        finally:
+            self._io.end()
+            self._io.close()
+            for m in self.current():
+                self.leave(m)
+
+    def _drive(self, steps: Any) -> Any:
+        io = self._io
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    if isinstance(step, Sub):
+                        io.end()
+                        reply = step.member._drive(step.steps)  # type: ignore[attr-defined]
+                    elif isinstance(step, FastRead):
+                        io.begin(blocking=True)  # stop() may break this read at once
+                        self.reads += 1
+                        reply = _fastpath.roundtrip(
+                            self._client, step.payload, step.replies, entries=True,
+                            timeout=step.timeout,
+                        )  # fmt: skip
+                        io.end()
+                    elif isinstance(step, Wait):
+                        io.end()
+                        self._wake.wait(step.seconds)
+                        self._wake.clear()
+                        reply = None
+                    elif isinstance(step, (Op, Batch)):
+                        io.begin()
+                        reply = _drive.execute(self._client, step)
+                        io.end()
+                    else:
+                        raise TypeError(f"not a combined-reader step: {step!r}")
+                except Exception as exc:  # handed to the core, which decides what it means
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(reply)
+        except StopIteration as done:
+            return done.value
