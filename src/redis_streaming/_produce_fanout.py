@@ -78,9 +78,10 @@ def build_lanes(
 
 @dataclass(frozen=True, slots=True)
 class Parallel:
-    """Run these Exchanges together: write each on its own connection (to its key's node),
-    then read each one's replies. Replies one item per exchange, in order: its replies, or the
-    exception it ended with (a :class:`_produce.Cut` for a failed connection)."""
+    """Run these Exchanges together: write each to its key's node (exchanges to one node
+    share a connection, written one after the other), then read each one's replies. Reply:
+    one item per exchange, in order: its replies, or the exception it ended with (a
+    :class:`_produce.Cut` once its bytes may have gone out and its replies were not read)."""
 
     exchanges: tuple[Exchange, ...]
 

@@ -84,6 +84,11 @@ def _exchange(client: Any, step: Exchange) -> list[Any]:
     except _CONNECTION as exc:
         conn.disconnect()
         raise Cut(sent, cid, exc) from exc
+    except Exception as exc:  # a garbled reply: what committed is unknown, so settle it
+        conn.disconnect()
+        if not sent:
+            raise
+        raise Cut(True, cid, exc) from exc
     except BaseException:
         conn.disconnect()
         raise
@@ -257,7 +262,7 @@ def _parallel(client: Any, step: Parallel) -> list[Any]:
                 continue
             try:
                 results[i] = fp.read_replies(conn, ex.replies)
-            except _CONNECTION as exc:
+            except Exception as exc:  # a cut, a timeout, a garbled reply: settle it
                 conn.disconnect()
                 broken[at] = exc
                 results[i] = Cut(True, cid, exc)

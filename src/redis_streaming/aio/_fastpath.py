@@ -168,9 +168,10 @@ async def _exchanges(client: aredis.Redis, steps: Sequence[Exchange]) -> list[An
     """Write every exchange on one connection (one after the other, one drain), then read each
     one's replies in order; one result per exchange: its replies, or what it ended with.
 
-    No connection: each gets ``Cut(False, ...)``. A connection that fails or times out while
-    exchange j is read: the earlier ones keep their replies, j and later get ``Cut(True, ...)``
-    (all was handed to the transport: the plan settles it through the marker). Each reply
+    No connection: each gets ``Cut(False, ...)``. A connection that fails, times out or sends
+    something unreadable while exchange j is read: the earlier ones keep their replies, j and
+    later get ``Cut(True, ...)`` (all was handed to the transport: the plan settles it through
+    the marker). Each reply
     waits at most the client's socket_timeout; a cancellation disconnects and propagates.
     """
     pool = client.connection_pool
@@ -203,12 +204,9 @@ async def _exchanges(client: aredis.Redis, steps: Sequence[Exchange]) -> list[An
                 out.append(await read_replies(conn, step.replies))
                 if timeout is not None:  # the next exchange's replies get a full wait
                     deadline.reschedule(asyncio.get_running_loop().time() + timeout)
-    except _CONNECTION as exc:
+    except Exception as exc:  # a cut, a timeout, a garbled reply: what committed is unknown
         await _abandon(conn)
         return out + [_cut(True, cid, exc) for _ in steps[len(out) :]]
-    except Exception as exc:  # not a connection failure: given as is to every unread exchange
-        await _abandon(conn)
-        return out + [exc] * (len(steps) - len(out))
     except BaseException:  # cancelled: never reuse a half-read socket
         await _abandon(conn)
         raise
