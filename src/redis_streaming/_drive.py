@@ -7,7 +7,7 @@ twin is ``aio/_drive.py``, line for line.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import redis.exceptions as rex
@@ -69,3 +69,20 @@ def iterate(client: Any, plan: Generator[Any, Any, Any]) -> Iterator[Any]:
                 step = plan.send(execute(client, step))
     except StopIteration:
         return
+
+
+def interpret(steps: Generator[Any, Any, Any], step_reply: Callable[[Any], Any]) -> Any:
+    """Run a core's steps to their end (a worker loop, a reap): each step's reply is
+    ``step_reply(step)``, and an exception it raises is thrown into the steps, which decide
+    what it means. Returns the steps' result."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                reply = step_reply(step)
+            except Exception as exc:
+                step = steps.throw(exc)
+                continue
+            step = steps.send(reply)
+    except StopIteration as done:
+        return done.value

@@ -27,6 +27,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -136,3 +137,26 @@ def _connections(pool: Any) -> list[Any]:
     if in_use is None:  # BlockingConnectionPool keeps one list
         in_use = getattr(pool, "_connections", ())
     return [c for c in list(in_use) if c is not None]
+
+
+STOP_POLL_S = 0.1  # how often a stop() looks for a stalled call while it waits
+
+
+def join_breaking(
+    thread: threading.Thread | None, timeout: float | None, watches: Callable[[], Iterable[IoWatch]]
+) -> bool:
+    """Wait up to ``timeout`` seconds (None: for ever) for ``thread`` to end, breaking the
+    stalled calls of ``watches()`` meanwhile (a blocking read at once, any other call once it
+    has waited :data:`STALL_GRACE_S`). True once the thread has ended (or was never started)."""
+    if thread is None or thread is threading.current_thread():
+        return True
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    while True:
+        for watch in watches():
+            watch.break_stalled()
+        left = STOP_POLL_S if deadline is None else deadline - time.monotonic()
+        thread.join(max(0.0, min(STOP_POLL_S, left)))
+        if not thread.is_alive():
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import redis
@@ -22,8 +21,6 @@ from ._workersteps import READ_MARGIN_S, FastRead, Wait
 from .worker import ConsumerWorker
 
 logger = logging.getLogger(__name__)
-
-_STOP_POLL_S = 0.05
 
 
 class CombinedReader(Members):
@@ -102,20 +99,9 @@ class CombinedReader(Members):
         self._wake.set()
         for m in self.current():
             m._stop.set()
-        thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return True
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            self._io.break_stalled()
-            for m in self.current():
-                m._io.break_stalled()
-            left = _STOP_POLL_S if deadline is None else deadline - time.monotonic()
-            thread.join(max(0.0, min(_STOP_POLL_S, left)))
-            if not thread.is_alive():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        return _liveness.join_breaking(
+            self._thread, timeout, lambda: [self._io, *(m._io for m in self.current())]
+        )
 
     # ------------------------------------------------------------ interpreting the core's steps
 
@@ -131,36 +117,31 @@ class CombinedReader(Members):
                 self.leave(m)
 
     def _drive(self, steps: Any) -> Any:
+        return _drive.interpret(steps, self._step)
+
+    def _step(self, step: Any) -> Any:
         io = self._io
-        try:
-            step = next(steps)
-            while True:
-                try:
-                    if isinstance(step, Sub):
-                        io.end()
-                        reply = step.member._drive(step.steps)  # type: ignore[attr-defined]
-                    elif isinstance(step, FastRead):
-                        io.begin(blocking=True)  # stop() may break this read at once
-                        self.reads += 1
-                        reply = _fastpath.roundtrip(
-                            self._client, step.payload, step.replies, entries=True,
-                            timeout=step.timeout,
-                        )  # fmt: skip
-                        io.end()
-                    elif isinstance(step, Wait):
-                        io.end()
-                        self._wake.wait(step.seconds)
-                        self._wake.clear()
-                        reply = None
-                    elif isinstance(step, (Op, Batch)):
-                        io.begin()
-                        reply = _drive.execute(self._client, step)
-                        io.end()
-                    else:
-                        raise TypeError(f"not a combined-reader step: {step!r}")
-                except Exception as exc:  # handed to the core, which decides what it means
-                    step = steps.throw(exc)
-                    continue
-                step = steps.send(reply)
-        except StopIteration as done:
-            return done.value
+        if isinstance(step, Sub):
+            io.end()
+            return step.member._drive(step.steps)  # type: ignore[attr-defined]
+        if isinstance(step, FastRead):
+            io.begin(blocking=True)  # stop() may break this read at once
+            self.reads += 1
+            try:
+                return _fastpath.roundtrip(
+                    self._client, step.payload, step.replies, entries=True, timeout=step.timeout
+                )
+            finally:
+                io.end()
+        if isinstance(step, Wait):
+            io.end()
+            self._wake.wait(step.seconds)
+            self._wake.clear()
+            return None
+        if isinstance(step, (Op, Batch)):
+            io.begin()
+            try:
+                return _drive.execute(self._client, step)
+            finally:
+                io.end()
+        raise TypeError(f"not a combined-reader step: {step!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,6 @@ from .stream import EventStream
 
 logger = logging.getLogger(__name__)
 
-_STOP_POLL_S = 0.1  # how often stop() looks for a stalled call while it waits
 
 Handler = Callable[[Entry], Any]
 
@@ -177,20 +175,7 @@ class ConsumerWorker(WorkerCore):
         """
         self._stop.set()
         self._wake.set()
-        thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return True
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            self._io.break_stalled()
-            wait = _STOP_POLL_S
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-            thread.join(max(0.0, wait))
-            if not thread.is_alive():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        return _liveness.join_breaking(self._thread, timeout, lambda: (self._io,))
 
     @property
     def is_alive(self) -> bool:
@@ -230,46 +215,40 @@ class ConsumerWorker(WorkerCore):
 
     def _drive(self, steps: Steps) -> Any:
         """Run core steps to their end in this thread; their result."""
+        return _drive.interpret(steps, self._step)
+
+    def _step(self, step: Any) -> Any:
         io = self._io
         client = self._io_stream.client
-        try:
-            step = next(steps)
-            while True:
-                try:
-                    if isinstance(step, (Op, Batch)):
-                        io.begin()
-                        reply = _drive.execute(client, step)
-                    elif isinstance(step, FastRead):
-                        io.begin(blocking=True)  # stop() may break this read at once
-                        reply = _fastpath.roundtrip(
-                            client, step.payload, step.replies, entries=True, timeout=step.timeout
-                        )
-                        io.begin()
-                    elif isinstance(step, Handle):
-                        io.end()  # handlers run: no Redis call of ours is in flight
-                        with self._process_lock:
-                            reply = self._handle_batch(step)
-                        io.begin()
-                    elif isinstance(step, Wait):
-                        io.end()
-                        self._stop.wait(step.seconds)
-                        reply = None
-                    elif isinstance(step, Park):
-                        io.end()
-                        self._parked.set()
-                        while self._paused.is_set() and not self._stop.is_set():
-                            self._wake.wait(1.0)
-                            self._wake.clear()
-                        self._parked.clear()
-                        reply = None
-                    else:
-                        raise TypeError(f"not a worker step: {step!r}")
-                except Exception as exc:  # handed to the core, which decides what it means
-                    step = steps.throw(exc)
-                    continue
-                step = steps.send(reply)
-        except StopIteration as done:
-            return done.value
+        if isinstance(step, (Op, Batch)):
+            io.begin()
+            return _drive.execute(client, step)
+        if isinstance(step, FastRead):
+            io.begin(blocking=True)  # stop() may break this read at once
+            reply = _fastpath.roundtrip(
+                client, step.payload, step.replies, entries=True, timeout=step.timeout
+            )
+            io.begin()
+            return reply
+        if isinstance(step, Handle):
+            io.end()  # handlers run: no Redis call of ours is in flight
+            with self._process_lock:
+                handled = self._handle_batch(step)
+            io.begin()
+            return handled
+        if isinstance(step, Wait):
+            io.end()
+            self._stop.wait(step.seconds)
+            return None
+        if isinstance(step, Park):
+            io.end()
+            self._parked.set()
+            while self._paused.is_set() and not self._stop.is_set():
+                self._wake.wait(1.0)
+                self._wake.clear()
+            self._parked.clear()
+            return None
+        raise TypeError(f"not a worker step: {step!r}")
 
     def _handle_batch(self, step: Handle) -> Handled:
         """The per-entry handler loop (the async shell awaits the handler instead)."""
