@@ -10,12 +10,13 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.exceptions as rex
 
 from . import _codec as codec
-from ._errors import InvalidInput, InvalidName, StreamingError
+from ._errors import InvalidInput, InvalidName, InvalidOption, StreamingError
 from ._model import Entry, GroupInfo
 
 DEFAULT_PARTITIONS: Final = 8
@@ -55,6 +56,63 @@ def validate_tag(value: object, what: str) -> str:
     if "{" in name or "}" in name:
         raise InvalidName(f"{what} must not contain '{{' or '}}' (hash tags are added): {name!r}")
     return name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A partitioned stream's keys and routing (pure): ``<base>:{p0}``..``{pN-1}`` routed by
+    CRC-32 of the key, or ``<base>:{<tenant>}`` routed by the tenant name."""
+
+    base_key: str
+    keys: tuple[str, ...]
+    tenants: tuple[str, ...] | None
+    tenant_index: Mapping[str, int]
+
+    @classmethod
+    def build(
+        cls, base_key: object, partitions: int | None, tenants: Sequence[str] | None
+    ) -> Layout:
+        """Validate a layout; raises InvalidName (base key, tenant) or InvalidOption."""
+        base = validate_tag(base_key, "base key")
+        if tenants is not None:
+            if partitions is not None and partitions != len(tenants):
+                raise InvalidOption(
+                    f"partitions={partitions} contradicts {len(tenants)} tenants; give one"
+                )
+            if isinstance(tenants, str):
+                raise InvalidOption("tenants must be a list of names, not one string")
+            names = [validate_tag(t, "tenant") for t in tenants]
+            if not names or len(set(names)) != len(names):
+                raise InvalidOption(f"tenants must be non-empty and distinct, got {names!r}")
+            keys = tuple(f"{base}:{{{t}}}" for t in names)
+            return cls(base, keys, tuple(names), {t: i for i, t in enumerate(names)})
+        n = DEFAULT_PARTITIONS if partitions is None else partitions
+        codec.validate_int(n, "partitions", minimum=1, maximum=MAX_PARTITIONS)
+        return cls(base, tuple(f"{base}:{{p{i}}}" for i in range(n)), None, {})
+
+    def index(self, key: str | int) -> int:
+        """Which partition ``key`` goes to (tenant mode: the tenant's own partition)."""
+        if self.tenants is not None:
+            index = self.tenant_index.get(str(key))
+            if index is None:
+                raise InvalidInput(f"unknown tenant {key!r}; known: {list(self.tenants)}")
+            return index
+        return partition_index(key, len(self.keys))
+
+    def check(self, i: object) -> int:
+        """``i`` if it is a partition number; InvalidOption otherwise."""
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.keys):
+            raise InvalidOption(f"partition must be 0..{len(self.keys) - 1}, got {i!r}")
+        return i
+
+    def route(self, items: Sequence[object]) -> tuple[list[list[int]], list[list[Any]]]:
+        """:func:`route` for this layout."""
+        return route(items, len(self.keys), self.tenant_index or None)
+
+    def describe(self) -> str:
+        """``'orders', partitions=8`` or ``'orders', tenants=[...]`` (for reprs)."""
+        mode = f"tenants={list(self.tenants)}" if self.tenants else f"partitions={len(self.keys)}"
+        return f"{self.base_key!r}, {mode}"
 
 
 def assign(members: Iterable[str], partitions: int) -> dict[str, list[int]]:

@@ -24,18 +24,18 @@ import redis
 
 from . import _codec as codec
 from . import _produce_io
-from ._errors import InvalidInput, InvalidOption, StreamingError, translate
+from ._errors import StreamingError, translate
 from ._model import ClaimResult, Entry, GroupInfo, StreamInfo
 from ._partition_core import (
     DEFAULT_LEASE_MS,
     DEFAULT_PARTITIONS,
     MAX_PARTITIONS,
     REDIS_FAILURES,
+    Layout,
     assign,
     hash_key,
     merge_by_id,
     partition_index,
-    route,
     sum_groups,
     validate_tag,
 )
@@ -88,34 +88,17 @@ class PartitionedStream:
         **stream_options: Any,
     ) -> None:
         self.client = client
-        self.base_key = validate_tag(base_key, "base key")
-        if tenants is not None:
-            if partitions is not None and partitions != len(tenants):
-                raise InvalidOption(
-                    f"partitions={partitions} contradicts {len(tenants)} tenants; give one"
-                )
-            if isinstance(tenants, str):
-                raise InvalidOption("tenants must be a list of names, not one string")
-            names = [validate_tag(t, "tenant") for t in tenants]
-            if not names or len(set(names)) != len(names):
-                raise InvalidOption(f"tenants must be non-empty and distinct, got {names!r}")
-            self.tenants: tuple[str, ...] | None = tuple(names)
-            tags = names
-        else:
-            n = DEFAULT_PARTITIONS if partitions is None else partitions
-            codec.validate_int(n, "partitions", minimum=1, maximum=MAX_PARTITIONS)
-            self.tenants = None
-            tags = [f"p{i}" for i in range(n)]
-        self._tenant_index = {t: i for i, t in enumerate(tags)} if self.tenants else {}
-        self.keys: tuple[str, ...] = tuple(f"{self.base_key}:{{{tag}}}" for tag in tags)
+        self.layout = Layout.build(base_key, partitions, tenants)
+        self.base_key = self.layout.base_key
+        self.tenants: tuple[str, ...] | None = self.layout.tenants
+        self.keys: tuple[str, ...] = self.layout.keys
         # EventStream is typed for redis.Redis; RedisCluster offers the same methods.
         self.streams: tuple[EventStream, ...] = tuple(
             EventStream(cast(redis.Redis, client), k, **stream_options) for k in self.keys
         )
 
     def __repr__(self) -> str:
-        mode = f"tenants={list(self.tenants)}" if self.tenants else f"partitions={len(self)}"
-        return f"PartitionedStream({self.base_key!r}, {mode})"
+        return f"PartitionedStream({self.layout.describe()})"
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -128,12 +111,7 @@ class PartitionedStream:
 
     def partition_index(self, key: str | int) -> int:
         """Which partition ``key`` goes to (tenant mode: the tenant's own partition)."""
-        if self.tenants is not None:
-            index = self._tenant_index.get(str(key))
-            if index is None:
-                raise InvalidInput(f"unknown tenant {key!r}; known: {list(self.tenants)}")
-            return index
-        return partition_index(key, len(self.keys))
+        return self.layout.index(key)
 
     def partition_for(self, key: str | int) -> str:
         """The stream key of the partition ``key`` routes to (stable across processes)."""
@@ -147,9 +125,7 @@ class PartitionedStream:
 
     def stream(self, i: int) -> EventStream:
         """The EventStream of partition ``i``."""
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.keys):
-            raise InvalidOption(f"partition must be 0..{len(self.keys) - 1}, got {i!r}")
-        return self.streams[i]
+        return self.streams[self.layout.check(i)]
 
     def lease_key(self, i: int, group: str) -> str:
         """The lease key of partition ``i`` for ``group`` (same hash slot as the stream)."""
@@ -184,7 +160,7 @@ class PartitionedStream:
         twice, and ProduceError says what was stored.
         """
         items = codec.batch_list(events_with_keys)
-        positions, pairs = route(items, len(self.keys), self._tenant_index or None)
+        positions, pairs = self.layout.route(items)
         if not items:
             return []
         try:

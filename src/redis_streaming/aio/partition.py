@@ -1,8 +1,8 @@
 """AsyncPartitionedStream: PartitionedStream's producing, groups and inspection as coroutines,
 over one ``redis.asyncio.Redis``.
 
-A thin shell: the key layout and routing are the sync class's, batches are routed by
-_partition_core and cut into lanes by _produce_fanout, whose plan aio/_fastpath drives. It must
+A thin shell: the key layout and routing are _partition_core.Layout (as in the sync class),
+batches are cut into lanes by _produce_fanout, whose plan aio/_fastpath drives. It must
 not decide anything the sync PartitionedStream decides differently.
 """
 
@@ -21,11 +21,10 @@ from .. import _codec as codec
 from .. import _plans
 from .._errors import InvalidOption, StreamingError, translate
 from .._model import Entry, GroupInfo, StreamInfo
-from .._partition_core import merge_by_id, route, sum_groups
+from .._partition_core import Layout, merge_by_id, sum_groups
 from .._produce_fanout import build_lanes
 from .._streamcore import now_ms
 from ..deadletter import default_dlq_key
-from ..partition import PartitionedStream
 from . import _drive
 from . import _fastpath as afp
 from .features import AsyncDeadLetters
@@ -71,42 +70,40 @@ class AsyncPartitionedStream:
         **stream_options: Any,
     ) -> None:
         _check_client(client)
-        # The sync class, with no client, holds the layout and routing: validated once, there.
-        self._layout = PartitionedStream(None, base_key, partitions=partitions, tenants=tenants)
+        self.layout = Layout.build(base_key, partitions, tenants)
         self.client = client
-        self.base_key = self._layout.base_key
-        self.tenants = self._layout.tenants
-        self.keys: tuple[str, ...] = self._layout.keys
+        self.base_key = self.layout.base_key
+        self.tenants = self.layout.tenants
+        self.keys: tuple[str, ...] = self.layout.keys
         self.streams: tuple[AsyncEventStream, ...] = tuple(
             AsyncEventStream(client, k, **stream_options) for k in self.keys
         )
 
     def __repr__(self) -> str:
-        return f"Async{self._layout!r}"  # AsyncPartitionedStream('orders', partitions=8)
+        return f"AsyncPartitionedStream({self.layout.describe()})"
 
     def __len__(self) -> int:
-        return len(self._layout)
+        return len(self.keys)
 
     @property
     def partitions(self) -> int:
         """How many partitions (stream keys) there are."""
-        return self._layout.partitions
+        return len(self.keys)
 
     # ------------------------------------------------------------ routing (no I/O)
 
     def partition_index(self, key: str | int) -> int:
         """Which partition ``key`` goes to (tenant mode: the tenant's own partition). Raises
         InvalidInput for an unknown tenant or a key that is not non-empty text or an int."""
-        return self._layout.partition_index(key)
+        return self.layout.index(key)
 
     def partition_for(self, key: str | int) -> str:
         """The stream key of the partition ``key`` routes to (stable across processes)."""
-        return self._layout.partition_for(key)
+        return self.keys[self.layout.index(key)]
 
     def stream(self, i: int) -> AsyncEventStream:
         """The AsyncEventStream of partition ``i``; InvalidOption outside 0..N-1."""
-        self._layout.stream(i)  # the same check and message as the sync class
-        return self.streams[i]
+        return self.streams[self.layout.check(i)]
 
     def dead_letters(self, i: int) -> AsyncDeadLetters:
         """The dead-letter stream of partition ``i`` (``<partition>:dlq``, same hash slot)."""
@@ -135,7 +132,7 @@ class AsyncPartitionedStream:
         and ProduceError says which events were stored (with IDs), not stored, or unknown.
         """
         items = codec.batch_list(events_with_keys)
-        positions, pairs = route(items, len(self.keys), self._layout._tenant_index or None)
+        positions, pairs = self.layout.route(items)
         if not items:
             return []
         first = self.streams[0]
