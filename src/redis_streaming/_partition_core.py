@@ -115,6 +115,33 @@ class Layout:
         return f"{self.base_key!r}, {mode}"
 
 
+class Routed:
+    """What a partitioned stream (sync or async) answers from its :class:`Layout` alone."""
+
+    layout: Layout
+    keys: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.layout.describe()})"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions (stream keys) there are."""
+        return len(self.keys)
+
+    def partition_index(self, key: str | int) -> int:
+        """Which partition ``key`` goes to (tenant mode: the tenant's own partition). Raises
+        InvalidInput for an unknown tenant or a key that is not non-empty text or an int."""
+        return self.layout.index(key)
+
+    def partition_for(self, key: str | int) -> str:
+        """The stream key of the partition ``key`` routes to (stable across processes)."""
+        return self.keys[self.layout.index(key)]
+
+
 def assign(members: Iterable[str], partitions: int) -> dict[str, list[int]]:
     """Deterministic division of partitions among live members: sorted names, round robin.
 

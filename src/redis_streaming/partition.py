@@ -32,6 +32,7 @@ from ._partition_core import (
     MAX_PARTITIONS,
     REDIS_FAILURES,
     Layout,
+    Routed,
     assign,
     hash_key,
     merge_by_id,
@@ -69,8 +70,7 @@ AnyClient = Any  # redis.Redis or redis.cluster.RedisCluster: the same command m
 # ---------------------------------------------------------------- PartitionedStream
 
 
-
-class PartitionedStream:
+class PartitionedStream(Routed):
     """N EventStreams behind one name, on a RedisCluster client (or a plain redis.Redis).
 
     ``partitions=N`` numbers them ``<base>:{p0}``..``<base>:{pN-1}`` and routes each event by
@@ -97,25 +97,7 @@ class PartitionedStream:
             EventStream(cast(redis.Redis, client), k, **stream_options) for k in self.keys
         )
 
-    def __repr__(self) -> str:
-        return f"PartitionedStream({self.layout.describe()})"
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def partitions(self) -> int:
-        return len(self.keys)
-
     # ------------------------------------------------------------ routing
-
-    def partition_index(self, key: str | int) -> int:
-        """Which partition ``key`` goes to (tenant mode: the tenant's own partition)."""
-        return self.layout.index(key)
-
-    def partition_for(self, key: str | int) -> str:
-        """The stream key of the partition ``key`` routes to (stable across processes)."""
-        return self.keys[self.partition_index(key)]
 
     def slots(self) -> list[int]:
         """The cluster hash slot of each partition (pure: CRC16 of its hash tag)."""

@@ -21,7 +21,7 @@ from .. import _codec as codec
 from .. import _plans
 from .._errors import InvalidOption, StreamingError, translate
 from .._model import Entry, GroupInfo, StreamInfo
-from .._partition_core import Layout, merge_by_id, sum_groups
+from .._partition_core import Layout, Routed, merge_by_id, sum_groups
 from .._produce_fanout import build_lanes
 from .._streamcore import now_ms
 from ..deadletter import default_dlq_key
@@ -48,7 +48,7 @@ def _check_client(client: object) -> None:
     )
 
 
-class AsyncPartitionedStream:
+class AsyncPartitionedStream(Routed):
     """N AsyncEventStreams behind one name, on one ``redis.asyncio.Redis`` (one server).
 
     ``AsyncPartitionedStream(client, base_key, *, partitions=None, tenants=None,
@@ -79,27 +79,7 @@ class AsyncPartitionedStream:
             AsyncEventStream(client, k, **stream_options) for k in self.keys
         )
 
-    def __repr__(self) -> str:
-        return f"AsyncPartitionedStream({self.layout.describe()})"
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def partitions(self) -> int:
-        """How many partitions (stream keys) there are."""
-        return len(self.keys)
-
     # ------------------------------------------------------------ routing (no I/O)
-
-    def partition_index(self, key: str | int) -> int:
-        """Which partition ``key`` goes to (tenant mode: the tenant's own partition). Raises
-        InvalidInput for an unknown tenant or a key that is not non-empty text or an int."""
-        return self.layout.index(key)
-
-    def partition_for(self, key: str | int) -> str:
-        """The stream key of the partition ``key`` routes to (stable across processes)."""
-        return self.keys[self.layout.index(key)]
 
     def stream(self, i: int) -> AsyncEventStream:
         """The AsyncEventStream of partition ``i``; InvalidOption outside 0..N-1."""
