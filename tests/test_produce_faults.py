@@ -199,3 +199,56 @@ def test_every_commit_marker_expires(client: redis.Redis, key: str) -> None:
     [marker] = markers
     assert client.llen(marker) == 4  # one last ID per committed slice
     assert 0 < client.pttl(marker) <= MARKER_TTL_MS
+
+
+class _RefuseClientIdAfterCut:
+    """Cut the connection once the lanes have committed a few slices, and at that moment make
+    the server refuse CLIENT ID (an ACL change; a -LOADING after a restart takes the same path),
+    so the retry's new connection is refused before it writes anything."""
+
+    def __init__(self, admin: redis.Redis, slice_size: int) -> None:
+        self.admin, self.fired = admin, False
+        self.exec_reply = b"*%d\r\n" % (slice_size + 1)  # a slice's XADD IDs + the marker's
+
+    def __call__(self, way: str, data: bytes, seen: bytes) -> str:
+        if not self.fired and way == "down" and seen.count(self.exec_reply) >= 2:
+            self.fired = True
+            self.admin.execute_command("ACL", "SETUSER", "default", "-client|id")
+            return "cut"
+        return "pass"
+
+
+@ALL_KINDS
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_refused_reconnect_after_a_cut_still_says_what_was_stored(
+    private_server: EmbeddedServer, partitioned: bool
+) -> None:
+    admin = private_server.client(decode_responses=True)
+    proxy = FaultProxy(private_server.host, private_server.port)
+    try:
+        via = redis.Redis(host="127.0.0.1", port=proxy.port, decode_responses=True)
+        proxy.rule = rule = _RefuseClientIdAfterCut(
+            admin, LANE_WRITE if partitioned else fp.XADD_WRITE
+        )
+        if partitioned:
+            ps = PartitionedStream(via, "p", partitions=2, maxlen_approx=None, retries=2)
+            keys, call = (
+                ps.keys,
+                lambda: ps.produce_batch([(f"k{n}", "o", {"n": n}) for n in range(4000)]),
+            )
+        else:
+            es = EventStream(via, "s", maxlen_approx=None, retries=2)
+            keys, call = (es.key,), lambda: es.produce_batch([("o", {"n": n}) for n in range(4000)])
+        with pytest.raises(ProduceError) as info:
+            call()
+        assert rule.fired
+        err = info.value
+        stored = sum(admin.xlen(k) for k in keys)
+        assert 0 < stored == len(err.stored) and err.unknown == ()
+        assert len(err.not_stored) == 4000 - stored
+        assert "CLIENT ID refused" in str(err.__cause__)
+        on_server = sorted(entry_id for k in keys for entry_id, _ in admin.xrange(k))
+        assert on_server == sorted(x for x in err.ids if x is not None)  # each stored once
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+client|id")
+        proxy.close()

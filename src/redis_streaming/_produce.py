@@ -37,7 +37,7 @@ import redis.exceptions as rex
 
 from . import _fastpath as fp
 from ._backoff import Backoff
-from ._errors import InvalidEvent, ProduceError, ServerError, translate
+from ._errors import InvalidEvent, ProduceError, ServerError, StreamingError, translate
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +288,9 @@ class _Partial(Exception):
 
 _MIGRATING = (rex.AskError, rex.TryAgainError)
 _REROUTE = (rex.MovedError, rex.AskError, rex.TryAgainError, rex.ClusterDownError)
+#: What ends a round before it was written: a Redis error, a socket error, our own (CLIENT ID
+#: refused), or a cluster client's (no node for a slot). An earlier round may be stored.
+_FAILURES = (rex.RedisError, rex.RedisClusterException, OSError, StreamingError)
 _CONNECTION = (OSError, rex.ConnectionError, rex.TimeoutError)
 
 Plan = Generator[Step, Any, Any]
@@ -396,6 +399,8 @@ def _write_round(rnd: Round, retries: int, backoff: Backoff, cluster: bool) -> P
                 raise _Partial(done, exc) from exc
             if isinstance(exc, rex.MovedError):
                 yield Reroute()
+        except _FAILURES as exc:  # no new connection (CLIENT ID refused...): the rest not sent
+            raise _Partial(done, exc) from exc
         else:
             return done[0] if len(done) == 1 else [r for part in done for r in part]
         if cut is not None and cut.sent:
@@ -439,7 +444,7 @@ def write_rounds_plan(
             if not stored and not unknown and isinstance(cause, rex.RedisError):
                 raise translate(cause) from cause
             raise ProduceError.build(total, stored, unknown, cause) from cause
-        except (rex.RedisError, OSError) as exc:
+        except _FAILURES as exc:  # this round not written (e.g. CLIENT ID refused on a new socket)
             if stored:  # an earlier round is in the stream: say so
                 raise ProduceError.build(total, stored, range(0), exc) from exc
             raise translate(exc) from exc

@@ -18,6 +18,7 @@ from . import _fastpath as fp
 from ._backoff import Backoff
 from ._errors import ProduceError, ServerError, translate
 from ._produce import (
+    _FAILURES,
     Exchange,
     Plan,
     Round,
@@ -124,7 +125,7 @@ def _lane(
                 out.unknown.extend(rnd.indexes[len(settled) :])
             out.fail(exc.cause, isinstance(exc.cause, rex.RedisError))
             return
-        except (rex.RedisError, OSError) as exc:
+        except _FAILURES as exc:  # this round not written; the batch says what others stored
             out.fail(exc, True)
             return
         refused = None
@@ -211,6 +212,6 @@ def write_lanes_plan(
     if not out.stored and not out.unknown:
         if out.refused_key is not None:
             raise ServerError(f"XADD to {out.refused_key} refused: {cause}; nothing stored")
-        if out.plain or isinstance(cause, OSError):
+        if out.plain or isinstance(cause, _FAILURES):
             raise translate(cause) from cause
     raise ProduceError.build(total, out.stored, out.unknown, cause) from cause
