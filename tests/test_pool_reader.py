@@ -7,6 +7,7 @@ Real servers of every kind; no sleeps stand in for a condition (see waiting.wait
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -184,3 +185,45 @@ def test_group_destroyed_on_one_partition_and_flushall_are_repaired(
         produce(ps, 240, 120)
         wait_until(lambda: seen.done(360), what="events after FLUSHALL")
     assert not seen.violations
+
+
+def test_a_paused_partition_is_parked_out_of_the_read_and_resumes(
+    client: redis.Redis, ps: PartitionedStream
+) -> None:
+    seen = Seen(ps)
+    with PartitionedConsumerPool(ps, "g", 1, seen, reap_interval=0.2, **OPTS) as pool:
+        name = pool.members[0].name
+        wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+        held = ps.partition_index("k0")
+        [worker] = [w for w in pool.workers() if w.stream.key == ps.keys[held]]
+        produce(ps, 0, 60)
+        wait_until(lambda: seen.done(60))
+        assert worker.pause(wait=True, timeout=5)  # parked, its acks flushed
+        assert pending(ps, held) == 0
+        produce(ps, 60, 300)
+        others = [n for n in range(60, 360) if ps.partition_index(f"k{n}") != held]
+        wait_until(lambda: all(seen.counts[n] for n in others), what="the other partitions")
+        paused = [n for n in range(60, 360) if ps.partition_index(f"k{n}") == held]
+        assert paused and not any(seen.counts[n] for n in paused)
+        assert pending(ps, held) == 0  # not even delivered while paused
+        worker.resume()
+        wait_until(lambda: seen.done(360), what="the paused partition after resume")
+    assert not seen.violations
+
+
+def test_stop_breaks_the_shared_blocked_read_at_once(
+    client: redis.Redis, ps: PartitionedStream
+) -> None:
+    seen = Seen(ps)
+    pool = PartitionedConsumerPool(
+        ps, "g", 1, seen, lease_ms=10_000, block_ms=3000, group_start="0", reap_interval=None
+    ).start()
+    name = pool.members[0].name
+    wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+    [reader] = readers(pool)
+    wait_until(lambda: reader.reads > 0 and reader._io.blocking, what="a blocked read")
+    began = time.monotonic()
+    pool.stop()
+    # A 3 s BLOCK was in flight: stop() broke it instead of waiting it out.
+    assert time.monotonic() - began < 1.5
+    assert not reader.is_alive and ps.lease_holders("g") == [None] * PARTS

@@ -108,6 +108,7 @@ class IoWatch:
     def break_stalled(self, grace_s: float = STALL_GRACE_S) -> bool:
         """Shut down the private pool's sockets if the thread is in a blocking read, or in any
         call for longer than ``grace_s``; True if it did. Only the worker's own pool is touched.
+        A call that has not taken its connection yet is left alone (False): ask again.
         """
         pool = self._pool
         since = self.since
@@ -116,13 +117,14 @@ class IoWatch:
         if not self.blocking and time.monotonic() - since < grace_s:
             return False
         with self._lock:
+            socks = [s for c in _connections(pool) if (s := getattr(c, "_sock", None)) is not None]
+            if not socks:
+                return False
             self.since = time.monotonic()  # give the next call its own grace
             self.blocking = False
-            for conn in _connections(pool):
-                sock = getattr(conn, "_sock", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         return True
 
     def close(self) -> None:

@@ -441,7 +441,7 @@ def write_rounds_plan(
                     stored[index] = entry_id
             cause = exc.cause
             unknown = rnd.indexes[len(settled) :] if isinstance(cause, Unknown) else range(0)
-            if not stored and not unknown and isinstance(cause, rex.RedisError):
+            if not stored and not unknown and isinstance(cause, _FAILURES):
                 raise translate(cause) from cause
             raise ProduceError.build(total, stored, unknown, cause) from cause
         except _FAILURES as exc:  # this round not written (e.g. CLIENT ID refused on a new socket)

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from . import _fastpath, _plans
+from . import _fastpath, _plans, _workerrecovery
 from ._errors import is_nogroup
 from ._model import Entry
 from ._workercore import WorkerCore
@@ -55,7 +55,9 @@ def by_key(raw: Any, checked: bool) -> dict[str, list[Entry]]:
 
 def read_many(members: Sequence[WorkerCore]) -> MultiSteps:
     """One round trip: every member's pending acks, then ``XREADGROUP GROUP g c COUNT n
-    BLOCK ms STREAMS k1 .. kn > .. >``. Returns ``(entries by member, COUNT asked)``.
+    BLOCK ms STREAMS k1 .. kn > .. >``. Returns ``(entries by member, COUNT asked, refused)``:
+    ``refused`` pairs a member with the error reply to its XACK (its acks stay queued; the
+    entries read are handed out all the same, so one partition's refusal costs no other).
 
     COUNT applies per stream (the first member's adaptive read size); BLOCK is the shortest
     any member allows (none blocks past its next reap).
@@ -70,20 +72,19 @@ def read_many(members: Sequence[WorkerCore]) -> MultiSteps:
     payload = b"".join(_ack_bytes(m) for m in acking) + _fastpath.pack_command(read)
     flagged = _fastpath.bad_bytes_seen()
     replies = yield FastRead(payload, len(acking) + 1, block_ms / 1000 + READ_MARGIN_S)
-    refused: BaseException | None = None
+    refused: list[tuple[WorkerCore, Exception]] = []
     for m, reply in zip(acking, replies, strict=False):
-        if isinstance(reply, Exception):  # this member's acks stay queued for the next read
-            refused = refused or reply
+        if isinstance(reply, Exception):
+            refused.append((m, reply))
             continue
         m._pending_acks = []
         m.stream._count(acked=_plans.acked_count(reply) if isinstance(reply, list) else int(reply))
     raw = replies[-1]
     if isinstance(raw, Exception):
         raise raw
-    if refused is not None:
-        raise refused
     found = by_key(raw, checked=_fastpath.bad_bytes_seen() == flagged)
-    return {m: found[m.stream.key] for m in members if m.stream.key in found}, count
+    got = {m: found[m.stream.key] for m in members if m.stream.key in found}
+    return got, count, refused
 
 
 class Members:
@@ -94,6 +95,14 @@ class Members:
 
     def leave(self, member: WorkerCore) -> None:  # pragma: no cover - the shell's
         """``member`` is out of the read and its handled entries are acked (or could not be)."""
+        raise NotImplementedError
+
+    def park(self, member: WorkerCore, parked: bool) -> None:  # pragma: no cover - the shell's
+        """``member`` is paused with its acks flushed (True), or reading again (False)."""
+        raise NotImplementedError
+
+    def interrupted(self) -> bool:  # pragma: no cover - the shell's
+        """True (once) if the shell broke the last read on purpose (a member is leaving)."""
         raise NotImplementedError
 
     def stopping(self) -> bool:  # pragma: no cover - the shell's
@@ -110,6 +119,15 @@ def _own(member: WorkerCore, steps: Steps) -> Steps:
     return "ok"
 
 
+def _recover(member: WorkerCore) -> Steps:
+    """After a read broken on purpose: whatever it delivered to ``member`` is in its own PEL,
+    unhandled. Ack what was handled, then handle the own PEL once (only if the acks went
+    through: otherwise handled entries would run again; the reaper gets them later)."""
+    yield from member.flush_acks()
+    if not member._pending_acks and not member._stopping():
+        yield from _workerrecovery.replay_own_pel(member)
+
+
 def _named(exc: BaseException, members: Sequence[WorkerCore]) -> list[WorkerCore]:
     """The members a NOGROUP error names (its text quotes the key), or all of them."""
     text = str(exc)
@@ -124,44 +142,61 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
     """The combined reader's whole life as steps; ends when ``members.stopping()``.
 
     Members join at any time (their start-up steps run first) and leave once stopped (their
-    acks flushed first). A member's own steps fail under its own error policy; a failed read
-    goes through the first member's (one warning and one backoff for the whole read), and a
-    NOGROUP is repaired by the members it names.
+    acks flushed first). A paused member, or one that may not read now (a lease about to
+    lapse), is left out of the read, with its acks flushed and nothing reaped while paused.
+    A member's own steps fail under its own error policy; a failed read goes through the first
+    member's (one warning and one backoff for the whole read), and a NOGROUP is repaired by
+    the members it names.
     """
     started: set[int] = set()
 
-    def leave(m: WorkerCore) -> None:
+    def leave(m: WorkerCore) -> MultiSteps:
+        if id(m) in started:
+            yield Sub(m, _own(m, m.flush_acks()))
         started.discard(id(m))
         members.leave(m)
 
     while not members.stopping():
-        current = members.current()
-        for m in current:
+        readers: list[WorkerCore] = []
+        for m in members.current():
             if m._stopping():
-                yield Sub(m, _own(m, m.flush_acks()))
-                leave(m)
+                yield from leave(m)
                 continue
-            outcome = yield Sub(
-                m, _own(m, m.reap_if_due() if id(m) in started else m.start_steps())
-            )
-            if outcome == "leave":
-                leave(m)
-            elif outcome == "ok":
+            if id(m) not in started:
+                outcome = yield Sub(m, _own(m, m.start_steps()))
+                if outcome != "ok":
+                    if outcome == "leave":
+                        yield from leave(m)
+                    continue
                 started.add(id(m))
-        readers = [m for m in current if id(m) in started and not m.paused and m._may_read()]
+            if m.paused:
+                yield Sub(m, _own(m, m.flush_acks()))
+                members.park(m, True)
+                continue
+            members.park(m, False)
+            if (yield Sub(m, _own(m, m.reap_if_due()))) == "leave":
+                yield from leave(m)
+            elif m._may_read():
+                readers.append(m)
+            elif m._pending_acks:
+                yield Sub(m, _own(m, m.flush_acks()))
         if not readers:
-            for m in current:
-                if id(m) in started:
-                    yield Sub(m, _own(m, m.flush_acks()))
             yield Wait(idle)
             continue
+        if any(m._stopping() for m in readers):
+            continue  # let it leave before blocking
         try:
-            got, asked = yield from read_many(readers)
+            got, asked, refused = yield from read_many(readers)
         except Exception as exc:  # the read is shared: one policy decides for it
+            if members.interrupted():
+                for m in readers:
+                    if not m._stopping():
+                        yield Sub(m, _own(m, _recover(m)))
+                continue
             nogroup = isinstance(exc, rex.ResponseError) and is_nogroup(exc)
             for m in _named(exc, readers) if nogroup else readers[:1]:
                 if (yield Sub(m, m.on_failure(exc))) and nogroup:
-                    leave(m)  # "stop" policy
+                    yield from leave(m)  # "stop" policy
             continue
         for m in readers:
             m.read_back()
@@ -169,8 +204,8 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
             if m._stopping() or members.stopping():
                 continue  # read, not handled: pending for a reaper or this name's restart
             if (yield Sub(m, _own(m, m.take(entries, asked)))) == "leave":
-                leave(m)
+                yield from leave(m)
+        for m, error in refused:  # its acks stay queued: reported, backed off, sent again
+            yield Sub(m, _own(m, m.on_failure(error)))
     for m in members.current():
-        if id(m) in started:
-            yield Sub(m, _own(m, m.flush_acks()))
-        members.leave(m)
+        yield from leave(m)

@@ -22,6 +22,7 @@ import redis
 from . import _codec as codec
 from . import _fastpath
 from ._errors import InvalidOption
+from ._liveness import STOP_POLL_S
 from ._partition_core import (
     DEFAULT_LEASE_MS,
     HEARTBEAT,
@@ -114,8 +115,18 @@ class _GroupedWorker(_LeasedWorker):
         gone = self._gone
         if gone is None:
             return True
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            self.reader.interrupt()  # a blocked read ends now, not after its BLOCK
+            left = STOP_POLL_S if deadline is None else deadline - time.monotonic()
+            if gone.wait(max(0.0, min(STOP_POLL_S, left))) or not self.reader.is_alive:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def resume(self) -> None:
+        super().resume()
         self.reader.wake()
-        return gone.wait(timeout) or not self.reader.is_alive
 
     @property
     def is_alive(self) -> bool:
@@ -225,6 +236,8 @@ class PartitionedConsumerPool:
         deadline = time.monotonic() + timeout
         with self._lock:
             for m in self.members:
+                for reader in m.readers.values():
+                    reader.stop(0)  # every member leaves; a blocked read is broken now
                 for lease in m.leases.values():
                     lease.releasing = True
                     if lease.worker is not None:
@@ -428,7 +441,9 @@ class PartitionedConsumerPool:
         replica promoted after a failover), stop its reader and start one on that node. The
         lease stays held throughout, so no other member reads the partition meanwhile."""
         w = lease.worker
-        if w is None:
+        if w is None or (
+            isinstance(w, _GroupedWorker) and not w.reader.is_alive and not w._stopping()
+        ):  # no worker yet, or its combined reader ended on a bug: the partition needs one
             self._start_worker(m, lease)
             return
         if lease.node is None:

@@ -42,6 +42,7 @@ class CombinedReader(Members):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._broke = False
         self.reads = 0  #: combined XREADGROUPs sent so far
 
     def __repr__(self) -> str:
@@ -79,9 +80,29 @@ class CombinedReader(Members):
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def park(self, member: Any, parked: bool) -> None:
+        event = member._parked  # what ConsumerWorker.pause(wait=True) waits on
+        if parked:
+            event.set()
+        else:
+            event.clear()
+
+    def interrupted(self) -> bool:
+        broke, self._broke = self._broke, False
+        return broke
+
     def wake(self) -> None:
         """Look at the members again now (one left or joined) instead of after a wait."""
         self._wake.set()
+
+    def interrupt(self) -> None:
+        """A member is leaving: break a blocked read at once instead of waiting out its BLOCK.
+        What that read delivered is handled from the members' own PELs (see _workermulti)."""
+        self._wake.set()
+        with self._lock:  # said before the break, so the failed read finds it said
+            said, self._broke = self._broke, True
+            if not self._io.break_stalled(grace_s=float("inf")):
+                self._broke = said  # not in a blocking read: nothing (more) was broken
 
     @property
     def is_alive(self) -> bool:
