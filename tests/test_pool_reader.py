@@ -71,6 +71,13 @@ def pending(ps: PartitionedStream, i: int) -> int:
     return int(ps.client.xpending(ps.keys[i], "g")["pending"])
 
 
+def holds_all(pool: PartitionedConsumerPool) -> str:
+    """Wait until the pool's only member holds every partition; its name."""
+    name = pool.members[0].name
+    wait_until(lambda: pool.assignment() == {name: list(range(PARTS))}, what="all leases")
+    return name
+
+
 def readers(pool: PartitionedConsumerPool) -> list[CombinedReader]:
     return [r for m in pool.members for r in m.readers.values()]
 
@@ -81,7 +88,7 @@ def test_one_member_reads_every_partition_with_one_xreadgroup(
     seen = Seen(ps)
     stats = server.client(decode_responses=True)
     with PartitionedConsumerPool(ps, "g", 1, seen, reap_interval=None, **OPTS) as pool:
-        wait_until(lambda: pool.assignment() == {pool.members[0].name: list(range(PARTS))})
+        holds_all(pool)
         [reader] = readers(pool)
         wait_until(lambda: reader.reads > 0, what="the first combined read")
         reads_before = reader.reads
@@ -130,8 +137,7 @@ def test_a_lost_lease_takes_only_that_partition_out_of_the_read(
 ) -> None:
     seen = Seen(ps)
     with PartitionedConsumerPool(ps, "g", 1, seen, reap_interval=None, **OPTS) as pool:
-        name = pool.members[0].name
-        wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+        name = holds_all(pool)
         lost = ps.partition_index("k0")
         client.set(ps.lease_key(lost, "g"), "intruder", px=60_000)  # someone else holds it now
         wait_until(lambda: lost not in pool.assignment()[name], what="the lease loss noticed")
@@ -169,8 +175,7 @@ def test_group_destroyed_on_one_partition_and_flushall_are_repaired(
     ps = PartitionedStream(client, "orders", partitions=PARTS)
     seen = Seen(ps)
     with PartitionedConsumerPool(ps, "g", 1, seen, reap_interval=None, **OPTS) as pool:
-        name = pool.members[0].name
-        wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+        name = holds_all(pool)
         produce(ps, 0, 120)
         wait_until(lambda: seen.done(120))
         client.xgroup_destroy(ps.keys[2], "g")  # NOGROUP for one key of the combined read
@@ -187,13 +192,10 @@ def test_group_destroyed_on_one_partition_and_flushall_are_repaired(
     assert not seen.violations
 
 
-def test_a_paused_partition_is_parked_out_of_the_read_and_resumes(
-    client: redis.Redis, ps: PartitionedStream
-) -> None:
+def test_a_paused_partition_is_parked_out_of_the_read_and_resumes(ps: PartitionedStream) -> None:
     seen = Seen(ps)
     with PartitionedConsumerPool(ps, "g", 1, seen, reap_interval=0.2, **OPTS) as pool:
-        name = pool.members[0].name
-        wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+        holds_all(pool)
         held = ps.partition_index("k0")
         [worker] = [w for w in pool.workers() if w.stream.key == ps.keys[held]]
         produce(ps, 0, 60)
@@ -211,15 +213,11 @@ def test_a_paused_partition_is_parked_out_of_the_read_and_resumes(
     assert not seen.violations
 
 
-def test_stop_breaks_the_shared_blocked_read_at_once(
-    client: redis.Redis, ps: PartitionedStream
-) -> None:
-    seen = Seen(ps)
+def test_stop_breaks_the_shared_blocked_read_at_once(ps: PartitionedStream) -> None:
     pool = PartitionedConsumerPool(
-        ps, "g", 1, seen, lease_ms=10_000, block_ms=3000, group_start="0", reap_interval=None
+        ps, "g", 1, Seen(ps), lease_ms=10_000, block_ms=3000, group_start="0", reap_interval=None
     ).start()
-    name = pool.members[0].name
-    wait_until(lambda: pool.assignment() == {name: list(range(PARTS))})
+    holds_all(pool)
     [reader] = readers(pool)
     wait_until(lambda: reader.reads > 0 and reader._io.blocking, what="a blocked read")
     began = time.monotonic()
