@@ -173,12 +173,7 @@ def plain_rounds(
         chunk = batch[start : start + step]
         writes = functools.partial(fp.iter_packed, key, chunk, ts_ms, cap, approximate, write)
         rounds.append(
-            Round(
-                key,
-                indexes[start : start + len(chunk)],
-                writes,
-                _slices(len(chunk), write),
-            )
+            Round(key, indexes[start : start + len(chunk)], writes, _slices(len(chunk), write))
         )
     return rounds
 
@@ -309,18 +304,28 @@ def _send(rnd: Round, marker: str, skip: int) -> Plan:
     out: list[list[Any]] = []
     at = 0
     for size in sizes:
-        queued, result = replies[at + 1 : at + size + 2], replies[at + size + 2]
-        at += size + 3
+        result = replies[at + size + 2]
         if isinstance(result, rex.ResponseError):
             # EXECABORT: a command was refused while queued. Name it.
+            queued = replies[at + 1 : at + size + 2]
             cause = next((r for r in queued if isinstance(r, rex.ResponseError)), result)
             out.append([cause] * size)
         else:
-            ids = result[:size]  # the marker script's reply follows the XADDs'
-            if not all([type(r) is str for r in ids]):
-                ids = [r if type(r) is str or isinstance(r, Exception) else fp.text(r) for r in ids]
-            out.append(ids)
+            out.append(_ids(result[:size]))  # the marker script's reply follows the XADDs'
+        at += size + 3
     return out
+
+
+def _ids(replies: list[Any]) -> list[Any]:
+    """XADD replies as str IDs (error replies kept as they are)."""
+    if replies and type(replies[0]) is bytes:
+        try:  # a client without decode_responses: IDs are ASCII, one decode for the slice
+            return b"\0".join(replies).decode().split("\0")
+        except TypeError:  # an error reply among them
+            pass
+    elif all([type(r) is str for r in replies]):
+        return replies
+    return [r if type(r) is str or isinstance(r, Exception) else fp.text(r) for r in replies]
 
 
 def _resolve(rnd: Round, marker: str, client_id: int) -> Plan:
