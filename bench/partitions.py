@@ -133,13 +133,15 @@ def consume_worker(client: Any, n: int) -> Measured:
         stream.delete_stream()
 
 
-def consume_pool(client: Any, n: int) -> Measured:
-    """A PartitionedConsumerPool (one member, ``PARTITIONS`` partitions) draining ``n`` entries."""
+def consume_pool(client: Any, n: int, combine_reads: bool = True) -> Measured:
+    """A PartitionedConsumerPool (one member, ``PARTITIONS`` partitions) draining ``n`` entries;
+    ``combine_reads=False``: one worker thread per partition instead of one shared read."""
     ps = _fill_partitioned(client, n)
     total = max(1, n // 1000) * 1000
     pool = PartitionedConsumerPool(
-        ps, "g", consumers=1, name_prefix="bench", group_start="0", lease_ms=5000, **READ
-    )
+        ps, "g", consumers=1, name_prefix="bench", group_start="0", lease_ms=5000,
+        combine_reads=combine_reads, **READ,
+    )  # fmt: skip
 
     def drained() -> bool:
         # The cheap check first, as consume_worker does: polling XINFO on every partition
@@ -180,6 +182,7 @@ def run(server: Server, scale: Scale) -> list[Row]:
         f"PartitionedStream.produce_batch() x{BATCH}, {PARTITIONS} partitions",
         "ConsumerWorker, one stream",
         f"PartitionedConsumerPool, {PARTITIONS} partitions, one member",
+        f"PartitionedConsumerPool, {PARTITIONS} partitions, one member, combine_reads=False",
     )
     rows = interleaved(
         "partition",
@@ -198,7 +201,14 @@ def run(server: Server, scale: Scale) -> list[Row]:
                 names[3],
                 m,
                 keep(names[3], lambda: consume_pool(server.client(), m)),
-                "read + ack; every variant reads count=200, block_ms=100, no reaper",
+                "one XREADGROUP for all partitions; every variant reads count=200, "
+                "block_ms=100, no reaper",
+            ),
+            (
+                names[4],
+                m,
+                keep(names[4], lambda: consume_pool(server.client(), m, combine_reads=False)),
+                "one worker thread (and blocking read) per partition",
             ),
         ],
     )
