@@ -11,7 +11,7 @@ import codecs
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -172,26 +172,47 @@ def roundtrip(
     """
     pool = client.connection_pool
     conn: Any = get_connection(pool)
-    sent = False
-    undo = None
     try:
-        if isinstance(payload, bytes):
-            conn.send_packed_command([payload], check_health=False)
-        else:
-            for part in payload:
-                conn.send_packed_command([part], check_health=False)
-        sent = True
-        if entries:
-            undo = _escape_bad_bytes(conn)
-        return read_replies(conn, replies, raw=entries, timeout=timeout)
+        send(conn, payload)
+        return receive(conn, replies, entries=entries, timeout=timeout)
+    finally:
+        pool.release(conn)
+
+
+@contextlib.contextmanager
+def _closed_on_failure(conn: Any, sent: bool) -> Iterator[None]:
+    """Close ``conn`` on any failure (unread replies must never be reused); a connection
+    failure becomes :class:`Interrupted` saying whether everything had been written."""
+    try:
+        yield
     except (OSError, rex.ConnectionError, rex.TimeoutError) as exc:
         conn.disconnect()
         raise Interrupted(f"connection lost during a round trip: {exc}", sent) from exc
     except BaseException:
         conn.disconnect()
         raise
+
+
+def send(conn: Any, payload: bytes | Iterable[bytes]) -> None:
+    """Write ``payload`` on ``conn``; a failure closes it and raises :class:`Interrupted`."""
+    with _closed_on_failure(conn, sent=False):
+        if isinstance(payload, bytes):
+            conn.send_packed_command([payload], check_health=False)
+        else:
+            for part in payload:
+                conn.send_packed_command([part], check_health=False)
+
+
+def receive(
+    conn: Any, replies: int, *, entries: bool = False, timeout: float | None = None
+) -> list[Any]:
+    """Read ``replies`` raw replies of what was sent on ``conn`` (see :func:`roundtrip`); a
+    failure closes it and raises :class:`Interrupted` (everything had been written)."""
+    undo = _escape_bad_bytes(conn) if entries else None
+    try:
+        with _closed_on_failure(conn, sent=True):
+            return read_replies(conn, replies, raw=entries, timeout=timeout)
     finally:
         if undo is not None:
             with contextlib.suppress(Exception):  # a reader gone with a reconnect: nothing to undo
                 undo()
-        pool.release(conn)

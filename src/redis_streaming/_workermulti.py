@@ -5,7 +5,9 @@ same server): its handler loop, delivery limits, dead letters, reaping, acks and
 its own. Only the blocking ``XREADGROUP ... STREAMS k1 k2 .. > > ..`` is shared, with every
 member's pending XACKs in the same round trip. A member whose ``_may_read`` says no (a
 partition lease about to lapse) is left out of the read. Pure, like _workercore: it yields
-steps (:class:`Sub` runs one member's own steps on that member's shell) and does no I/O.
+steps (:class:`Sub` runs one member's own steps on that member's shell) and does no I/O. A
+read is two FastRead steps, so the next one can go out before a batch is handled: one that
+only writes (no replies) and one that only reads (an empty payload).
 """
 
 from __future__ import annotations
@@ -34,8 +36,25 @@ class Sub:
     steps: Steps
 
 
-def _ack_bytes(core: WorkerCore) -> bytes:
-    key, ids = core.stream.key, core._pending_acks
+@dataclass
+class InFlight:
+    """A combined read that was sent and whose replies are not read yet."""
+
+    members: list[WorkerCore]
+    acks: list[tuple[WorkerCore, list[str]]]
+    count: int
+    block_ms: int
+    flagged: int
+
+    def give_back(self, only: WorkerCore | None = None) -> None:
+        """Put acks that may not have reached the server back in their members' queues."""
+        for m, ids in self.acks:
+            if only is None or m is only:
+                m._pending_acks[:0] = ids
+
+
+def _ack_bytes(core: WorkerCore, ids: list[str]) -> bytes:
+    key = core.stream.key
     if core.ack_mode == "delete":
         return _fastpath.pack_command(_plans.ack_delete_args(key, core.group, ids, core.delete_ref))
     return _fastpath.pack_command(("XACK", key, core.group, *ids))
@@ -53,38 +72,55 @@ def by_key(raw: Any, checked: bool) -> dict[str, list[Entry]]:
     }
 
 
-def read_many(members: Sequence[WorkerCore]) -> MultiSteps:
-    """One round trip: every member's pending acks, then ``XREADGROUP GROUP g c COUNT n
-    BLOCK ms STREAMS k1 .. kn > .. >``. Returns ``(entries by member, COUNT asked, refused)``:
-    ``refused`` pairs a member with the error reply to its XACK (its acks stay queued; the
-    entries read are handed out all the same, so one partition's refusal costs no other).
+def send_read(members: Sequence[WorkerCore]) -> MultiSteps:
+    """Send every member's pending acks, then ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS
+    k1 .. kn > .. >``, without waiting for the replies; returns the :class:`InFlight`.
 
     COUNT applies per stream (the first member's adaptive read size); BLOCK is the shortest
-    any member allows (none blocks past its next reap).
+    any member allows (none blocks past its next reap). The acks leave their queues now and
+    come back if their reply is an error or never arrives.
     """
     lead = members[0]
-    acking = [m for m in members if m._pending_acks]
+    acks = [(m, m._pending_acks) for m in members if m._pending_acks]
     count = lead._sizer.count
     block_ms = min(m._block_now() for m in members)
     keys = [m.stream.key for m in members]
     read: tuple[str, ...] = ("XREADGROUP", "GROUP", lead.group, lead.name, "COUNT", str(count))
     read += ("BLOCK", str(block_ms), "STREAMS", *keys, *(">" for _ in keys))
-    payload = b"".join(_ack_bytes(m) for m in acking) + _fastpath.pack_command(read)
-    flagged = _fastpath.bad_bytes_seen()
-    replies = yield FastRead(payload, len(acking) + 1, block_ms / 1000 + READ_MARGIN_S)
+    payload = b"".join(_ack_bytes(m, ids) for m, ids in acks) + _fastpath.pack_command(read)
+    sent = InFlight(list(members), acks, count, block_ms, _fastpath.bad_bytes_seen())
+    for m, _ids in acks:
+        m._pending_acks = []
+    try:
+        yield FastRead(payload, 0, 0.0)  # written now, its replies read by receive_read
+    except BaseException:
+        sent.give_back()
+        raise
+    return sent
+
+
+def receive_read(sent: InFlight) -> MultiSteps:
+    """The replies of ``sent``: ``(entries by member, COUNT asked, refused)``; ``refused`` pairs
+    a member with the error reply to its XACK (its acks are queued again; the entries read are
+    handed out all the same, so one partition's refusal costs no other)."""
+    try:
+        replies = yield FastRead(b"", len(sent.acks) + 1, sent.block_ms / 1000 + READ_MARGIN_S)
+    except BaseException:
+        sent.give_back()
+        raise
     refused: list[tuple[WorkerCore, Exception]] = []
-    for m, reply in zip(acking, replies, strict=False):
+    for (m, _ids), reply in zip(sent.acks, replies, strict=False):
         if isinstance(reply, Exception):
+            sent.give_back(m)
             refused.append((m, reply))
             continue
-        m._pending_acks = []
         m.stream._count(acked=_plans.acked_count(reply) if isinstance(reply, list) else int(reply))
     raw = replies[-1]
     if isinstance(raw, Exception):
         raise raw
-    found = by_key(raw, checked=_fastpath.bad_bytes_seen() == flagged)
-    got = {m: found[m.stream.key] for m in members if m.stream.key in found}
-    return got, count, refused
+    found = by_key(raw, checked=_fastpath.bad_bytes_seen() == sent.flagged)
+    got = {m: found[m.stream.key] for m in sent.members if m.stream.key in found}
+    return got, sent.count, refused
 
 
 class Members:
@@ -144,17 +180,24 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
     Members join at any time (their start-up steps run first) and leave once stopped (their
     acks flushed first). A paused member, or one that may not read now (a lease about to
     lapse), is left out of the read, with its acks flushed and nothing reaped while paused.
-    A member's own steps fail under its own error policy; a failed read goes through the first
-    member's (one warning and one backoff for the whole read), and a NOGROUP is repaired by
-    the members it names.
+    While there is a backlog the next read is sent before a batch is handled (the server reads
+    ahead while the client handles; that batch's acks ride on the read after), and a member's
+    entries are handled only if it may still read then. A member's
+    own steps fail under its own error policy; a failed read goes through the first member's
+    (one warning and one backoff for the whole read), and a NOGROUP is repaired by the members
+    it names.
     """
     started: set[int] = set()
+    sent: InFlight | None = None
 
     def leave(m: WorkerCore) -> MultiSteps:
         if id(m) in started:
             yield Sub(m, _own(m, m.flush_acks()))
         started.discard(id(m))
         members.leave(m)
+
+    def may_read(m: WorkerCore) -> bool:
+        return id(m) in started and not m._stopping() and not m.paused and m._may_read()
 
     while not members.stopping():
         readers: list[WorkerCore] = []
@@ -180,32 +223,45 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
                 readers.append(m)
             elif m._pending_acks:
                 yield Sub(m, _own(m, m.flush_acks()))
-        if not readers:
-            yield Wait(idle)
-            continue
-        if any(m._stopping() for m in readers):
-            continue  # let it leave before blocking
         try:
-            got, asked, refused = yield from read_many(readers)
+            if sent is None:
+                if not readers:
+                    yield Wait(idle)
+                    continue
+                if any(m._stopping() for m in readers):
+                    continue  # let it leave before blocking
+                sent = yield from send_read(readers)
+            got, asked, refused = yield from receive_read(sent)
         except Exception as exc:  # the read is shared: one policy decides for it
+            failed, sent = (sent.members if sent is not None else readers), None
             if members.interrupted():
-                for m in readers:
+                for m in failed:
                     if not m._stopping():
                         yield Sub(m, _own(m, _recover(m)))
                 continue
             nogroup = isinstance(exc, rex.ResponseError) and is_nogroup(exc)
-            for m in _named(exc, readers) if nogroup else readers[:1]:
+            for m in _named(exc, failed) if nogroup else failed[:1]:
                 if (yield Sub(m, m.on_failure(exc))) and nogroup:
                     yield from leave(m)  # "stop" policy
             continue
-        for m in readers:
+        done, sent = sent.members, None
+        for m in done:
             m.read_back()
+        # Read ahead only while there is a backlog (some stream filled its COUNT): otherwise
+        # the next read would block with this batch's acks still queued behind it.
+        backlog = any(len(entries) >= asked for entries in got.values())
+        ahead = [m for m in members.current() if may_read(m)] if backlog else []  # joiners too
+        if ahead and not members.stopping():
+            try:
+                sent = yield from send_read(ahead)
+            except Exception:  # not sent: the next turn sends it again, or reports it
+                sent = None
         for m, entries in got.items():
-            if m._stopping() or members.stopping():
-                continue  # read, not handled: pending for a reaper or this name's restart
+            if not may_read(m) or members.stopping():
+                continue  # read, not handled: pending for a reaper or the next holder
             if (yield Sub(m, _own(m, m.take(entries, asked)))) == "leave":
                 yield from leave(m)
-        for m, error in refused:  # its acks stay queued: reported, backed off, sent again
+        for m, error in refused:  # its acks are queued again: reported, backed off, resent
             yield Sub(m, _own(m, m.on_failure(error)))
     for m in members.current():
         yield from leave(m)

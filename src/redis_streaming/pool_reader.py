@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from . import _drive, _fastpath, _liveness
+from . import _drive, _liveness, _wire
 from ._ops import Batch, Op
 from ._workermulti import Members, Sub, combined_loop
 from ._workersteps import READ_MARGIN_S, FastRead, Wait
@@ -43,6 +43,7 @@ class CombinedReader(Members):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._broke = False
+        self._conn: Any = None  # the read connection, held between a read's send and receive
         self.reads = 0  #: combined XREADGROUPs sent so far
 
     def __repr__(self) -> str:
@@ -132,6 +133,7 @@ class CombinedReader(Members):
         except Exception:  # the members' own policies handle their errors; this is a bug
             logger.exception("%s: combined read loop ended", self.name)
         finally:
+            self._drop_connection()  # a read may still be in flight
             self._io.end()
             self._io.close()
             for m in self.current():
@@ -140,20 +142,45 @@ class CombinedReader(Members):
     def _drive(self, steps: Any) -> Any:
         return _drive.interpret(steps, self._step)
 
+    def _write(self, payload: bytes) -> None:
+        self._io.begin()
+        try:
+            if self._conn is None:
+                self._conn = _wire.get_connection(self._client.connection_pool)
+            self.reads += 1
+            _wire.send(self._conn, payload)
+        except BaseException:
+            self._drop_connection()
+            raise
+        finally:
+            self._io.end()
+
+    def _read(self, step: FastRead) -> list[Any]:
+        if self._conn is None:
+            raise _wire.Interrupted("the read was not sent", False)
+        self._io.begin(blocking=True)  # stop() may break this read at once
+        try:
+            return _wire.receive(self._conn, step.replies, entries=True, timeout=step.timeout)
+        except BaseException:
+            self._drop_connection()
+            raise
+        finally:
+            self._io.end()
+
+    def _drop_connection(self) -> None:
+        """Give the read connection back closed (unread replies must never be reused)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self._client.connection_pool.release(conn)
+
     def _step(self, step: Any) -> Any:
         io = self._io
         if isinstance(step, Sub):
             io.end()
             return step.member._drive(step.steps)  # type: ignore[attr-defined]
-        if isinstance(step, FastRead):
-            io.begin(blocking=True)  # stop() may break this read at once
-            self.reads += 1
-            try:
-                return _fastpath.roundtrip(
-                    self._client, step.payload, step.replies, entries=True, timeout=step.timeout
-                )
-            finally:
-                io.end()
+        if isinstance(step, FastRead):  # the core splits a read: write now, read later
+            return self._write(step.payload) if step.payload else self._read(step)
         if isinstance(step, Wait):
             io.end()
             self._wake.wait(step.seconds)
