@@ -188,12 +188,14 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
     it names.
     """
     started: set[int] = set()
+    owed: set[int] = set()  # members with read entries left unhandled (lease not ok then)
     sent: InFlight | None = None
 
     def leave(m: WorkerCore) -> MultiSteps:
         if id(m) in started:
             yield Sub(m, _own(m, m.flush_acks()))
         started.discard(id(m))
+        owed.discard(id(m))
         members.leave(m)
 
     def may_read(m: WorkerCore) -> bool:
@@ -220,6 +222,9 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
             if (yield Sub(m, _own(m, m.reap_if_due()))) == "leave":
                 yield from leave(m)
             elif m._may_read():
+                if id(m) in owed:
+                    owed.discard(id(m))
+                    yield Sub(m, _own(m, _recover(m)))
                 readers.append(m)
             elif m._pending_acks:
                 yield Sub(m, _own(m, m.flush_acks()))
@@ -257,8 +262,11 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
             except Exception:  # not sent: the next turn sends it again, or reports it
                 sent = None
         for m, entries in got.items():
-            if not may_read(m) or members.stopping():
-                continue  # read, not handled: pending for a reaper or the next holder
+            if m._stopping() or members.stopping():
+                continue  # read, not handled: pending for the next holder or a restart
+            if not m._may_read():  # the lease lapsed meanwhile: not ours to handle now
+                owed.add(id(m))  # if it stays ours, its own PEL is handled once it may read
+                continue
             if (yield Sub(m, _own(m, m.take(entries, asked)))) == "leave":
                 yield from leave(m)
         for m, error in refused:  # its acks are queued again: reported, backed off, resent
