@@ -152,13 +152,23 @@ def join_breaking(
     has waited :data:`STALL_GRACE_S`). True once the thread has ended (or was never started)."""
     if thread is None or thread is threading.current_thread():
         return True
-    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-    while True:
+
+    def ended(wait: float) -> bool:
         for watch in watches():
             watch.break_stalled()
+        thread.join(wait)
+        return not thread.is_alive()
+
+    return poll_until(ended, timeout)
+
+
+def poll_until(done: Callable[[float], bool], timeout: float | None) -> bool:
+    """Call ``done(wait)`` (which may block up to ``wait`` seconds) every :data:`STOP_POLL_S`
+    until it is True or ``timeout`` seconds (None: for ever) have passed; its last answer."""
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    while True:
         left = STOP_POLL_S if deadline is None else deadline - time.monotonic()
-        thread.join(max(0.0, min(STOP_POLL_S, left)))
-        if not thread.is_alive():
+        if done(max(0.0, min(STOP_POLL_S, left))):
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False

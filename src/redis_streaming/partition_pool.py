@@ -22,7 +22,7 @@ import redis
 from . import _codec as codec
 from . import _fastpath
 from ._errors import InvalidOption
-from ._liveness import STOP_POLL_S
+from ._liveness import poll_until
 from ._partition_core import (
     DEFAULT_LEASE_MS,
     HEARTBEAT,
@@ -115,14 +115,12 @@ class _GroupedWorker(_LeasedWorker):
         gone = self._gone
         if gone is None:
             return True
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
+
+        def left(wait: float) -> bool:
             self.reader.interrupt()  # a blocked read ends now, not after its BLOCK
-            left = STOP_POLL_S if deadline is None else deadline - time.monotonic()
-            if gone.wait(max(0.0, min(STOP_POLL_S, left))) or not self.reader.is_alive:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+            return gone.wait(wait) or not self.reader.is_alive
+
+        return poll_until(left, timeout)
 
     def resume(self) -> None:
         super().resume()

@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import pickle
-import signal
 import socket
 import threading
 import time
@@ -26,13 +25,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from . import _codec as codec
 from ._backoff import Backoff
 from ._errors import InvalidOption
 from ._model import ConsumerStatus, StreamStats
 from ._pool_child import ChildSpec, HandlerSpec, add_status, child_main, resolve_handler
+from ._pool_model import ChildInfo, PoolEvent, describe_exit
 
 logger = logging.getLogger(__name__)
 
@@ -44,47 +44,6 @@ STABLE_AFTER_S: Final = 10.0
 DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 #: What a child keeps for itself out of the parent's stop timeout, to report and exit.
 _CHILD_MARGIN_S: Final = 0.5
-
-EventKind = Literal["started", "ready", "exited", "finished"]
-
-
-@dataclass(frozen=True, slots=True)
-class PoolEvent:
-    """Something that happened to one child: started, ready, exited (restarting), finished."""
-
-    kind: EventKind
-    child: int
-    pid: int | None
-    consumers: tuple[str, ...]
-    detail: str = ""
-    restart_in: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChildInfo:
-    """A snapshot of one child slot of the pool."""
-
-    index: int
-    pid: int | None
-    consumers: tuple[str, ...]
-    alive: bool
-    ready: bool
-    restarts: int
-    last_exit: str | None
-    partitions: dict[str, list[int]] = field(default_factory=dict)
-
-
-def describe_exit(code: int | None) -> str:
-    """``exit code 1`` or ``killed by SIGKILL`` for a Process.exitcode."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
 
 # ---------------------------------------------------------------- the parent
 

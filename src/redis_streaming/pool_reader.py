@@ -15,7 +15,6 @@ from typing import Any
 import redis
 
 from . import _drive, _liveness, _wire
-from ._ops import Batch, Op
 from ._workermulti import Members, Sub, combined_loop
 from ._workersteps import READ_MARGIN_S, FastRead, Wait
 from .worker import ConsumerWorker
@@ -186,10 +185,4 @@ class CombinedReader(Members):
             self._wake.wait(step.seconds)
             self._wake.clear()
             return None
-        if isinstance(step, (Op, Batch)):
-            io.begin()
-            try:
-                return _drive.execute(self._client, step)
-            finally:
-                io.end()
         raise TypeError(f"not a combined-reader step: {step!r}")
