@@ -110,6 +110,48 @@ def test_one_member_reads_every_partition_with_one_xreadgroup(
     assert not reader.is_alive
 
 
+def test_a_combined_read_shares_its_count_among_the_busy_partitions(ps: PartitionedStream) -> None:
+    # count=60 per read: while every partition has a backlog, a combined read asks each
+    # stream for ceil(60 / 6) entries, so one read holds about what one worker's would (the
+    # handler-time budget and the live-entry count stay a worker's).
+    produce(ps, 0, 1800)
+    by_read: Counter[int] = Counter()
+
+    def handler(entry: Entry) -> None:  # runs on the reader's thread, so the reader exists
+        by_read[readers(pool)[0].reads] += 1  # one read's entries share one read count
+
+    pool = PartitionedConsumerPool(
+        ps, "g", 1, handler, reap_interval=None, count=60, batch_budget_ms=None, **OPTS
+    )
+    with pool:
+        wait_until(lambda: sum(by_read.values()) >= 1800, what="1800 events")
+    sizes = sorted(by_read.values(), reverse=True)
+    assert sum(sizes) == 1800, sizes
+    # A read sent after the previous batch was handled (no backlog then: no read-ahead) shares
+    # its read count with that batch, so two reads may show as one: hence 2 x 60, where a read
+    # of 60 from each of the 6 partitions would bring 360.
+    assert sizes[0] <= 60 * PARTS and all(n <= 2 * 60 for n in sizes[1:]), (sizes, by_read)
+    assert len(sizes) >= 1800 // 120
+
+
+def test_a_lone_busy_partition_gets_the_whole_count(ps: PartitionedStream) -> None:
+    # Every event has one key, so one partition has the backlog and five stay quiet: once the
+    # quiet ones have shown they deliver nothing, that partition is read 60 at a time again.
+    ps.produce_batch([("same-key", "evt", {"n": n}) for n in range(600)])
+    by_read: Counter[int] = Counter()
+
+    def handler(entry: Entry) -> None:
+        by_read[readers(pool)[0].reads] += 1
+
+    pool = PartitionedConsumerPool(
+        ps, "g", 1, handler, reap_interval=None, count=60, batch_budget_ms=None, **OPTS
+    )
+    with pool:
+        wait_until(lambda: sum(by_read.values()) >= 600, what="600 events")
+    assert sum(by_read.values()) == 600
+    assert len(by_read) <= 600 // 60 + 3, by_read  # not 600 / ceil(60 / 6) = 60 reads
+
+
 def test_members_join_and_leave_with_combined_reads_and_lose_nothing(
     client: redis.Redis, ps: PartitionedStream
 ) -> None:

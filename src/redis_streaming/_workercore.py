@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from ._errors import (
 )
 from ._model import ConsumerStatus, Delivery, DeliveryOutcome, Entry
 from ._ops import Batch, Op
+from ._recent import RecentLog
 from ._streamcore import StreamCore, now_ms
 from ._workersteps import (
     READ_MARGIN_S,
@@ -119,7 +119,7 @@ class WorkerCore:
         self.delete_ref = _plans.validate_ref(delete_ref)
         self._lock = threading.Lock()
         self._pending_acks: list[str] = []
-        self._recent: deque[Delivery] = deque(maxlen=codec.validate_int(recent_size, "recent_size"))
+        self._recent = RecentLog(codec.validate_int(recent_size, "recent_size"))
         self._crash_queue = 0
         self._group_missing_logged = False
         self._failures_in_row = 0
@@ -196,14 +196,14 @@ class WorkerCore:
     def recent(self) -> list[Delivery]:
         """The last ``recent_size`` deliveries and what became of each, oldest first."""
         with self._lock:
-            return list(self._recent)
+            return self._recent.items()
 
     def _record(
         self, entry: Entry, outcome: DeliveryOutcome, reaped: bool, error: str | None = None
     ) -> None:
         delivery = Delivery(entry.id, entry.type, outcome, now_ms(), reaped, error)
         with self._lock:
-            self._recent.append(delivery)
+            self._recent.add(delivery)
 
     def _take_crash(self) -> bool:
         with self._lock:
@@ -252,15 +252,15 @@ class WorkerCore:
         return None
 
     def record_acked(self, entries: Sequence[Entry], ok: list[str], reaped: bool) -> None:
+        """Log the acked ones (``ok``: their IDs) of ``entries`` among the recent deliveries."""
         if not ok:
             return
-        tail = entries[-self._recent.maxlen :] if self._recent.maxlen else ()
+        if len(ok) != len(entries):
+            good = set(ok)
+            entries = [e for e in entries[-self._recent.size :] if e.id in good]
         stamp = now_ms()
-        good = set(ok) if len(ok) != len(entries) else None
         with self._lock:
-            for entry in tail:
-                if good is None or entry.id in good:
-                    self._recent.append(Delivery(entry.id, entry.type, "acked", stamp, reaped))
+            self._recent.add_acked(entries, stamp, reaped)
 
     def _safe_callback(self, exc: BaseException, entry: Entry | None) -> None:
         try:

@@ -72,17 +72,21 @@ def by_key(raw: Any, checked: bool) -> dict[str, list[Entry]]:
     }
 
 
-def send_read(members: Sequence[WorkerCore]) -> MultiSteps:
+def send_read(members: Sequence[WorkerCore], spread: int = 1) -> MultiSteps:
     """Send every member's pending acks, then ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS
     k1 .. kn > .. >``, without waiting for the replies; returns the :class:`InFlight`.
 
-    COUNT applies per stream (the first member's adaptive read size); BLOCK is the shortest
-    any member allows (none blocks past its next reap). The acks leave their queues now and
-    come back if their reply is an error or never arrives.
+    COUNT applies per stream, so the first member's adaptive read size is shared out among the
+    ``spread`` streams expected to deliver (the caller's guess: those that did last time, and
+    newcomers): one read then holds about as many entries as one worker's (the handler-time
+    budget holds, and fewer live entries mean less garbage-collector work), while a lone busy
+    partition still gets the whole size. BLOCK is the shortest any member allows (none blocks
+    past its next reap). The acks leave their queues now and come back if their reply is an
+    error or never arrives.
     """
     lead = members[0]
     acks = [(m, m._pending_acks) for m in members if m._pending_acks]
-    count = lead._sizer.count
+    count = -(-lead._sizer.count // max(1, min(spread, len(members))))
     block_ms = min(m._block_now() for m in members)
     keys = [m.stream.key for m in members]
     read: tuple[str, ...] = ("XREADGROUP", "GROUP", lead.group, lead.name, "COUNT", str(count))
@@ -190,12 +194,17 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
     started: set[int] = set()
     owed: set[int] = set()  # members with read entries left unhandled (lease not ok then)
     sent: InFlight | None = None
+    quiet: set[int] = set()  # members whose last read delivered nothing
+
+    def spread(readers: list[WorkerCore]) -> int:  # how many share the next read's COUNT
+        return sum(id(m) not in quiet for m in readers)
 
     def leave(m: WorkerCore) -> MultiSteps:
         if id(m) in started:
             yield Sub(m, _own(m, m.flush_acks()))
         started.discard(id(m))
         owed.discard(id(m))
+        quiet.discard(id(m))
         members.leave(m)
 
     def may_read(m: WorkerCore) -> bool:
@@ -235,7 +244,7 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
                     continue
                 if any(m._stopping() for m in readers):
                     continue  # let it leave before blocking
-                sent = yield from send_read(readers)
+                sent = yield from send_read(readers, spread(readers))
             got, asked, refused = yield from receive_read(sent)
         except Exception as exc:  # the read is shared: one policy decides for it
             failed, sent = (sent.members if sent is not None else readers), None
@@ -252,13 +261,14 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
         done, sent = sent.members, None
         for m in done:
             m.read_back()
+            (quiet.discard if m in got else quiet.add)(id(m))
         # Read ahead only while there is a backlog (some stream filled its COUNT): otherwise
         # the next read would block with this batch's acks still queued behind it.
         backlog = any(len(entries) >= asked for entries in got.values())
         ahead = [m for m in members.current() if may_read(m)] if backlog else []  # joiners too
         if ahead and not members.stopping():
             try:
-                sent = yield from send_read(ahead)
+                sent = yield from send_read(ahead, spread(ahead))
             except Exception:  # not sent: the next turn sends it again, or reports it
                 sent = None
         for m, entries in got.items():

@@ -1,0 +1,64 @@
+"""A worker's log of its last deliveries, cheap to write once per batch.
+
+A batch that was acked whole is kept as one record (its last entries and one timestamp) and
+turned into :class:`Delivery` objects only when someone asks: the handler loop pays one append
+per batch, not one object per entry, however small the batches are. Pure: no I/O, no locks
+(the worker core holds its own lock around it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from ._model import Delivery, Entry
+
+#: One acked batch: its last entries (at most ``size``), when, and whether they were reaped.
+_Batch = tuple[Sequence[Entry], int, bool]
+
+
+class RecentLog:
+    """The last ``size`` deliveries (oldest first), written per delivery or per acked batch.
+
+    Memory stays bounded: records no longer needed to make up ``size`` deliveries are dropped
+    as new ones arrive, so at most ``size`` entries plus one record's are kept alive.
+    """
+
+    __slots__ = ("_held", "_records", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._records: deque[Delivery | _Batch] = deque()
+        self._held = 0  # deliveries the records stand for
+
+    def add(self, delivery: Delivery) -> None:
+        if self.size:
+            self._push(delivery, 1)
+
+    def add_acked(self, entries: Sequence[Entry], at_ms: int, reaped: bool) -> None:
+        """Every one of ``entries`` was acked at ``at_ms``; only the last ``size`` are kept."""
+        if self.size and entries:
+            tail = entries[-self.size :] if len(entries) > self.size else entries
+            self._push((tail, at_ms, reaped), len(tail))
+
+    def _push(self, record: Delivery | _Batch, n: int) -> None:
+        self._records.append(record)
+        self._held += n
+        while self._records:
+            first = self._records[0]
+            weight = 1 if isinstance(first, Delivery) else len(first[0])
+            if self._held - weight < self.size:
+                break
+            self._records.popleft()
+            self._held -= weight
+
+    def items(self) -> list[Delivery]:
+        """The deliveries, oldest first, as :class:`Delivery` objects (built now)."""
+        out: list[Delivery] = []
+        for record in self._records:
+            if isinstance(record, Delivery):
+                out.append(record)
+            else:
+                entries, at_ms, reaped = record
+                out.extend(Delivery(e.id, e.type, "acked", at_ms, reaped) for e in entries)
+        return out[-self.size :] if self.size else []
