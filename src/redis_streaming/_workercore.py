@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.exceptions as rex
@@ -119,6 +120,7 @@ class WorkerCore:
         self.delete_ref = _plans.validate_ref(delete_ref)
         self._lock = threading.Lock()
         self._pending_acks: list[str] = []
+        self._ack_refused: Exception | None = None  # the last fast read's XACK error reply
         self._recent = RecentLog(codec.validate_int(recent_size, "recent_size"))
         self._crash_queue = 0
         self._group_missing_logged = False
@@ -327,23 +329,29 @@ class WorkerCore:
             flagged = _fastpath.bad_bytes_seen()
             replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
             raw = replies[-1]
-            if acks:
-                if isinstance(replies[0], Exception):
-                    raise replies[0]
-                self._pending_acks = []
-                reply = replies[0]
-                n = _plans.acked_count(reply) if isinstance(reply, list) else int(reply)
-                self.stream._count(acked=n)
             if isinstance(raw, Exception):
                 raise raw
+            if acks:
+                reply = replies[0]
+                if isinstance(reply, Exception):
+                    # The acks stay queued (sent again with the next read) and the entries
+                    # just read are handled all the same; the loop reports the error after.
+                    self._ack_refused = reply
+                else:
+                    self._pending_acks = []
+                    n = _plans.acked_count(reply) if isinstance(reply, list) else int(reply)
+                    self.stream._count(acked=n)
             checked = _fastpath.bad_bytes_seen() == flagged
             return _fastpath.parse_xreadgroup(raw, checked=checked)
         read = _plans.read_group(key, self.group, self.name, ">", count, block_ms)
         if not acks:
             return (yield read)
-        acked, entries = yield Batch([self._ack_op(acks), read])
-        self._pending_acks = []
-        self.stream._count(acked=int(acked))
+        acked, entries = yield Batch([replace(self._ack_op(acks), tolerate=True), read])
+        if isinstance(acked, Exception):
+            self._ack_refused = acked  # as on the fast path: queued again, reported after
+        else:
+            self._pending_acks = []
+            self.stream._count(acked=int(acked))
         return entries
 
     def _error_delay(self, exc: BaseException) -> float | None:
@@ -464,9 +472,13 @@ class WorkerCore:
                     continue
                 asked = self._sizer.count
                 entries = yield from self._read(fast)
-                self.read_back()
+                refused, self._ack_refused = self._ack_refused, None
+                if refused is None:
+                    self.read_back()
                 if entries and not self._stopping():
                     yield from self.take(entries, asked)
+                if refused is not None:  # after the entries: one refused XACK costs none
+                    raise refused
             except Exception as exc:  # never let the loop die: the error policy decides
                 if (yield from self.on_failure(exc)):
                     break

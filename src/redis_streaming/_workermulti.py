@@ -260,7 +260,8 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
             continue
         done, sent = sent.members, None
         for m in done:
-            m.read_back()
+            if not any(m is r for r, _error in refused):  # a refused XACK is a failure still
+                m.read_back()
             (quiet.discard if m in got else quiet.add)(id(m))
         # Read ahead only while there is a backlog (some stream filled its COUNT): otherwise
         # the next read would block with this batch's acks still queued behind it.
