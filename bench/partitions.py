@@ -25,6 +25,15 @@ BATCH = 500
 #: every consumer variant reads with the same settings
 READ = {"count": 200, "block_ms": 100, "reap_interval": None}
 
+#: the scenario's rows (report.py reads the issue's targets from them)
+NAMES: tuple[str, str, str, str, str] = (
+    f"EventStream.produce_batch() x{BATCH}",
+    f"PartitionedStream.produce_batch() x{BATCH}, {PARTITIONS} partitions",
+    "ConsumerWorker, one stream",
+    f"PartitionedConsumerPool, {PARTITIONS} partitions, one member",
+    f"PartitionedConsumerPool, {PARTITIONS} partitions, one member, combine_reads=False",
+)
+
 Measured = tuple[int, float, float]  # events, wall seconds, client CPU seconds (all threads)
 
 
@@ -177,13 +186,7 @@ def run(server: Server, scale: Scale) -> list[Row]:
 
         return call
 
-    names = (
-        f"EventStream.produce_batch() x{BATCH}",
-        f"PartitionedStream.produce_batch() x{BATCH}, {PARTITIONS} partitions",
-        "ConsumerWorker, one stream",
-        f"PartitionedConsumerPool, {PARTITIONS} partitions, one member",
-        f"PartitionedConsumerPool, {PARTITIONS} partitions, one member, combine_reads=False",
-    )
+    names = NAMES
     rows = interleaved(
         "partition",
         server.kind,

@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .partitions import NAMES as PARTITION_ROWS
+
 RAW_BATCHED = "raw redis-py XREADGROUP COUNT 100 + one XACK per batch"
 WORKER = "ConsumerWorker, default settings"
 RAW_PIPE = "raw redis-py pipelined XADD x100"
@@ -90,7 +92,12 @@ def targets(rows: list[dict[str, Any]], server: str) -> list[tuple[str, str, str
     add_ratio("AsyncConsumerWorker vs raw redis.asyncio loop", 1.0, "async", A_WORKER, A_RAW)
     add_ratio("AsyncConsumerWorker vs FastStream default", 20.0, "async", A_WORKER, FS_DEFAULT)
     add_ratio("AsyncConsumerWorker vs FastStream batch=True", 2.0, "async", A_WORKER, FS_BATCH)
-    add_ratio("async produce_batch vs raw redis.asyncio pipeline", 4.0, "async", A_BATCH, A_RAW_PIPE)  # noqa: E501
+    add_ratio(
+        "async produce_batch vs raw redis.asyncio pipeline", 4.0, "async", A_BATCH, A_RAW_PIPE
+    )  # noqa: E501
+    es, ps, worker, pool, _threads = PARTITION_ROWS
+    add_ratio("partitioned produce_batch vs EventStream, 1 node", 0.8, "partition", ps, es)
+    add_ratio("partitioned pool consume vs one ConsumerWorker", 0.8, "partition", pool, worker)
     p99 = _value(rows, server, "latency", "p99 produce-to-handler")
     out.append(
         (
