@@ -347,13 +347,14 @@ def entries_from_items(items: Sequence[Any], checked: bool = True) -> list[Entry
         if flat is None:
             continue
         if checked and type(eid) is str and type(flat) is list:
+            # zip() without strict=: a keyword argument costs zip about 0.2 us per entry here.
             it = iter(flat)
             if _SETTERS is None:
-                append(Entry(eid, dict(zip(it, it, strict=False))))
+                append(Entry(eid, dict(zip(it, it))))  # noqa: B905
                 continue
             entry = new(Entry)
             set_id(entry, eid)
-            set_fields(entry, dict(zip(it, it, strict=False)))
+            set_fields(entry, dict(zip(it, it)))  # noqa: B905
             append(entry)
         else:
             append(make_entry(eid, flat))

@@ -263,7 +263,8 @@ class ConsumerWorker(WorkerCore):
             if stopping():
                 break  # the rest stays pending for a reaper (or this name's restart)
             n = deliveries.get(entry.id, 1) if deliveries else 1
-            if self._crash_queue or n > 1 or entry.undecodable:
+            bad = type(entry) is not Entry and entry.undecodable  # no property call per entry
+            if self._crash_queue or n > 1 or bad:
                 verdict = self.verdict(entry, n, reaped)
                 if verdict == "dead":
                     dead.append((entry, n, "delivered too often without an ack"))
@@ -272,7 +273,7 @@ class ConsumerWorker(WorkerCore):
                     dropped += 1
                     continue
             try:
-                if entry.undecodable:
+                if bad:
                     raise self.decode_error(entry)
                 result = handler(entry)
                 if result is not None and inspect.isawaitable(result):

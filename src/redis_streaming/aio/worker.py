@@ -297,7 +297,8 @@ class AsyncConsumerWorker(WorkerCore):
         runnable: list[tuple[Entry, int]] = []
         for entry in step.entries:
             n = deliveries.get(entry.id, 1) if deliveries else 1
-            if self._crash_queue or n > 1 or entry.undecodable:
+            bad = type(entry) is not Entry and entry.undecodable  # no property call per entry
+            if self._crash_queue or n > 1 or bad:
                 verdict = self.verdict(entry, n, reaped)
                 if verdict == "dead":
                     dead.append((entry, n, "delivered too often without an ack"))
@@ -313,7 +314,7 @@ class AsyncConsumerWorker(WorkerCore):
                 if stopping():
                     break  # the rest stays pending for a reaper (or this name's restart)
                 try:
-                    if entry.undecodable:
+                    if type(entry) is not Entry and entry.undecodable:
                         raise self.decode_error(entry)
                     await handler(entry)
                 except (Exception, asyncio.CancelledError) as exc:
