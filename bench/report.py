@@ -94,7 +94,7 @@ def targets(rows: list[dict[str, Any]], server: str) -> list[tuple[str, str, str
     add_ratio("AsyncConsumerWorker vs FastStream batch=True", 2.0, "async", A_WORKER, FS_BATCH)
     add_ratio(
         "async produce_batch vs raw redis.asyncio pipeline", 4.0, "async", A_BATCH, A_RAW_PIPE
-    )  # noqa: E501
+    )
     es, ps, worker, pool, _threads = PARTITION_ROWS
     add_ratio("partitioned produce_batch vs EventStream, 1 node", 0.8, "partition", ps, es)
     add_ratio("partitioned pool consume vs one ConsumerWorker", 0.8, "partition", pool, worker)

@@ -152,6 +152,24 @@ def test_a_lone_busy_partition_gets_the_whole_count(ps: PartitionedStream) -> No
     assert len(by_read) <= 600 // 60 + 3, by_read  # not 600 / ceil(60 / 6) = 60 reads
 
 
+def test_a_quiet_first_partition_does_not_shrink_the_read(ps: PartitionedStream) -> None:
+    # Default count and handler budget. p0 (the member read first) gets nothing, so its own
+    # adaptive read size never grows; the read size comes from the busy members' (with p0's
+    # it stayed at 10, shared by five: 2 entries per stream per read).
+    keys = [k for k in (f"k{n}" for n in range(8000)) if ps.partition_index(k) != 0][:1200]
+    ps.produce_batch([(k, "evt", {"n": n}) for n, k in enumerate(keys)])
+    by_read: Counter[int] = Counter()
+
+    def handler(entry: Entry) -> None:
+        by_read[readers(pool)[0].reads] += 1
+
+    pool = PartitionedConsumerPool(ps, "g", 1, handler, reap_interval=None, **OPTS)
+    with pool:
+        wait_until(lambda: sum(by_read.values()) >= 1200, what="1200 events")
+    assert sum(by_read.values()) == 1200
+    assert len(by_read) <= 1200 // 40, by_read  # reads of about 100, after the ramp-up
+
+
 def test_members_join_and_leave_with_combined_reads_and_lose_nothing(
     client: redis.Redis, ps: PartitionedStream
 ) -> None:

@@ -1,8 +1,9 @@
 """A worker's log of its last deliveries, cheap to write once per batch.
 
-A batch that was acked whole is kept as one record (its last entries and one timestamp) and
-turned into :class:`Delivery` objects only when someone asks: the handler loop pays one append
-per batch, not one object per entry, however small the batches are. Pure: no I/O, no locks
+A batch that was acked whole is kept as one record (the IDs and types of its last entries, one
+timestamp) and turned into :class:`Delivery` objects only when someone asks: the handler loop
+pays one small tuple per logged entry, not a frozen dataclass, however small the batches are.
+No payload is kept alive. Pure: no I/O, no locks
 (the worker core holds its own lock around it).
 """
 
@@ -13,15 +14,15 @@ from collections.abc import Sequence
 
 from ._model import Delivery, Entry
 
-#: One acked batch: its last entries (at most ``size``), when, and whether they were reaped.
-_Batch = tuple[Sequence[Entry], int, bool]
+#: One acked batch: (ID, type) of its last entries (at most ``size``), when, whether reaped.
+_Batch = tuple[list[tuple[str, str]], int, bool]
 
 
 class RecentLog:
     """The last ``size`` deliveries (oldest first), written per delivery or per acked batch.
 
     Memory stays bounded: records no longer needed to make up ``size`` deliveries are dropped
-    as new ones arrive, so at most ``size`` entries plus one record's are kept alive.
+    as new ones arrive, so at most ``2 * size`` deliveries are kept.
     """
 
     __slots__ = ("_held", "_records", "size")
@@ -39,7 +40,7 @@ class RecentLog:
         """Every one of ``entries`` was acked at ``at_ms``; only the last ``size`` are kept."""
         if self.size and entries:
             tail = entries[-self.size :] if len(entries) > self.size else entries
-            self._push((tail, at_ms, reaped), len(tail))
+            self._push(([(e.id, e.type) for e in tail], at_ms, reaped), len(tail))
 
     def _push(self, record: Delivery | _Batch, n: int) -> None:
         self._records.append(record)
@@ -59,6 +60,6 @@ class RecentLog:
             if isinstance(record, Delivery):
                 out.append(record)
             else:
-                entries, at_ms, reaped = record
-                out.extend(Delivery(e.id, e.type, "acked", at_ms, reaped) for e in entries)
+                pairs, at_ms, reaped = record
+                out.extend(Delivery(i, t, "acked", at_ms, reaped) for i, t in pairs)
         return out[-self.size :] if self.size else []

@@ -329,18 +329,18 @@ class WorkerCore:
             flagged = _fastpath.bad_bytes_seen()
             replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
             raw = replies[-1]
-            if isinstance(raw, Exception):
-                raise raw
             if acks:
                 reply = replies[0]
                 if isinstance(reply, Exception):
                     # The acks stay queued (sent again with the next read) and the entries
                     # just read are handled all the same; the loop reports the error after.
-                    self._ack_refused = reply
+                    self._ack_refused = None if isinstance(raw, Exception) else reply
                 else:
                     self._pending_acks = []
                     n = _plans.acked_count(reply) if isinstance(reply, list) else int(reply)
                     self.stream._count(acked=n)
+            if isinstance(raw, Exception):
+                raise raw
             checked = _fastpath.bad_bytes_seen() == flagged
             return _fastpath.parse_xreadgroup(raw, checked=checked)
         read = _plans.read_group(key, self.group, self.name, ">", count, block_ms)
@@ -372,6 +372,11 @@ class WorkerCore:
         if self.on_error is not None:
             self._safe_callback(err, None)
         return delay
+
+    def report_failure(self, exc: BaseException) -> None:
+        """The error policy without its backoff (logged once, ``on_error``): for a failure
+        that must not hold up a read other partitions share (a refused XACK)."""
+        self._error_delay(exc)
 
     def _group_missing(self) -> Steps:
         # The key or group vanished (FLUSHALL, restart without persistence, DEL): pending acks

@@ -76,7 +76,9 @@ def send_read(members: Sequence[WorkerCore], spread: int = 1) -> MultiSteps:
     """Send every member's pending acks, then ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS
     k1 .. kn > .. >``, without waiting for the replies; returns the :class:`InFlight`.
 
-    COUNT applies per stream, so the first member's adaptive read size is shared out among the
+    COUNT applies per stream, so the largest adaptive read size of the members (each member's
+    grows when its own share comes back full, and shrinks to its handler budget) is shared out
+    among the
     ``spread`` streams expected to deliver (the caller's guess: those that did last time, and
     newcomers): one read then holds about as many entries as one worker's (the handler-time
     budget holds, and fewer live entries mean less garbage-collector work), while a lone busy
@@ -86,7 +88,8 @@ def send_read(members: Sequence[WorkerCore], spread: int = 1) -> MultiSteps:
     """
     lead = members[0]
     acks = [(m, m._pending_acks) for m in members if m._pending_acks]
-    count = -(-lead._sizer.count // max(1, min(spread, len(members))))
+    size = max(m._sizer.count for m in members)
+    count = -(-size // max(1, min(spread, len(members))))
     block_ms = min(m._block_now() for m in members)
     keys = [m.stream.key for m in members]
     read: tuple[str, ...] = ("XREADGROUP", "GROUP", lead.group, lead.name, "COUNT", str(count))
@@ -280,7 +283,7 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
                 continue
             if (yield Sub(m, _own(m, m.take(entries, asked)))) == "leave":
                 yield from leave(m)
-        for m, error in refused:  # its acks are queued again: reported, backed off, resent
-            yield Sub(m, _own(m, m.on_failure(error)))
+        for m, error in refused:  # its acks are queued again and resent with the next read
+            m.report_failure(error)  # logged once, on_error; no backoff on the shared thread
     for m in members.current():
         yield from leave(m)

@@ -51,6 +51,10 @@ def recovered(core: WorkerCore, entries: list[Entry], deleted: Sequence[str]) ->
     failed_before = core.failed
     acked: list[str] = []
     dropped = 0
+    if entries and core._pending_acks:
+        # Handled already, their acks queued (an XACK was refused): not handled again.
+        queued = set(core._pending_acks)
+        entries = [e for e in entries if e.id not in queued]
     if entries:
         counts: dict[str, int] = {}
         if core.max_deliveries is not None:
