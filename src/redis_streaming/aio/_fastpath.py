@@ -107,6 +107,12 @@ async def roundtrip(
             for part in parts:
                 await conn.send_packed_command(part, check_health=False)
             sent = True
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                # Python 3.11's asyncio.wait_for (redis-py's send under socket_timeout) drops a
+                # cancel that lands as the write completes; without this, stop() waited out
+                # the whole BLOCK of the read it had cancelled.
+                raise asyncio.CancelledError
             if entries:
                 undo = fp._escape_bad_bytes(conn)
             return await read_replies(conn, replies, raw=entries)
