@@ -120,7 +120,6 @@ class WorkerCore:
         self.delete_ref = _plans.validate_ref(delete_ref)
         self._lock = threading.Lock()
         self._pending_acks: list[str] = []
-        self._ack_refused: Exception | None = None  # the last fast read's XACK error reply
         self._recent = RecentLog(codec.validate_int(recent_size, "recent_size"))
         self._crash_queue = 0
         self._group_missing_logged = False
@@ -315,7 +314,9 @@ class WorkerCore:
         return Op("execute_command", args, parse=_plans.acked_count)
 
     def _read(self, fast: bool) -> Steps:
-        """XREADGROUP ``>``, with the previous batch's XACK in the same round trip."""
+        """XREADGROUP ``>``, with the previous batch's XACK in the same round trip; returns
+        ``(entries, refused)``: ``refused`` is the XACK's error reply, if it got one (the acks
+        then stay queued for the next read, and the entries are handled all the same)."""
         key, acks = self.stream.key, self._pending_acks
         count, block_ms = self._sizer.count, self._block_now()
         if fast:
@@ -328,31 +329,28 @@ class WorkerCore:
                 payload = _fastpath.pack_ack_read(key, self.group, self.name, acks, count, block_ms)
             flagged = _fastpath.bad_bytes_seen()
             replies = yield FastRead(payload, 2 if acks else 1, block_ms / 1000 + READ_MARGIN_S)
+            refused = self._settle_acks(replies[0]) if acks else None
             raw = replies[-1]
-            if acks:
-                reply = replies[0]
-                if isinstance(reply, Exception):
-                    # The acks stay queued (sent again with the next read) and the entries
-                    # just read are handled all the same; the loop reports the error after.
-                    self._ack_refused = None if isinstance(raw, Exception) else reply
-                else:
-                    self._pending_acks = []
-                    n = _plans.acked_count(reply) if isinstance(reply, list) else int(reply)
-                    self.stream._count(acked=n)
             if isinstance(raw, Exception):
                 raise raw
             checked = _fastpath.bad_bytes_seen() == flagged
-            return _fastpath.parse_xreadgroup(raw, checked=checked)
+            return _fastpath.parse_xreadgroup(raw, checked=checked), refused
         read = _plans.read_group(key, self.group, self.name, ">", count, block_ms)
         if not acks:
-            return (yield read)
+            return (yield read), None
         acked, entries = yield Batch([replace(self._ack_op(acks), tolerate=True), read])
-        if isinstance(acked, Exception):
-            self._ack_refused = acked  # as on the fast path: queued again, reported after
-        else:
-            self._pending_acks = []
-            self.stream._count(acked=int(acked))
-        return entries
+        return entries, self._settle_acks(acked)
+
+    def _settle_acks(self, reply: Any) -> Exception | None:
+        """The reply to the XACK sent with a read: counted and the queue emptied, or, for an
+        error reply, the queue kept (sent again with the next read) and the error returned."""
+        if isinstance(reply, Exception):
+            return reply
+        self._pending_acks = []
+        self.stream._count(
+            acked=_plans.acked_count(reply) if isinstance(reply, list) else int(reply)
+        )
+        return None
 
     def _error_delay(self, exc: BaseException) -> float | None:
         """The error policy: log once, report, back off. None when stopping (a broken call)."""
@@ -476,8 +474,7 @@ class WorkerCore:
                     yield Wait(0.05)
                     continue
                 asked = self._sizer.count
-                entries = yield from self._read(fast)
-                refused, self._ack_refused = self._ack_refused, None
+                entries, refused = yield from self._read(fast)
                 if refused is None:
                     self.read_back()
                 if entries and not self._stopping():

@@ -78,13 +78,12 @@ def send_read(members: Sequence[WorkerCore], spread: int = 1) -> MultiSteps:
 
     COUNT applies per stream, so the largest adaptive read size of the members (each member's
     grows when its own share comes back full, and shrinks to its handler budget) is shared out
-    among the
-    ``spread`` streams expected to deliver (the caller's guess: those that did last time, and
-    newcomers): one read then holds about as many entries as one worker's (the handler-time
-    budget holds, and fewer live entries mean less garbage-collector work), while a lone busy
-    partition still gets the whole size. BLOCK is the shortest any member allows (none blocks
-    past its next reap). The acks leave their queues now and come back if their reply is an
-    error or never arrives.
+    among the ``spread`` streams expected to deliver (the caller's guess: those that did last
+    time, and newcomers): one read then holds about as many entries as one worker's (the
+    handler-time budget holds, and fewer live entries mean less garbage-collector work), while
+    a lone busy partition still gets the whole size. BLOCK is the shortest any member allows
+    (none blocks past its next reap). The acks leave their queues now and come back if their
+    reply is an error or never arrives.
     """
     lead = members[0]
     acks = [(m, m._pending_acks) for m in members if m._pending_acks]
@@ -262,8 +261,9 @@ def combined_loop(members: Members, idle: float = 0.05) -> MultiSteps:
                     yield from leave(m)  # "stop" policy
             continue
         done, sent = sent.members, None
+        failing = {id(m) for m, _error in refused}  # a refused XACK is a failure still
         for m in done:
-            if not any(m is r for r, _error in refused):  # a refused XACK is a failure still
+            if id(m) not in failing:
                 m.read_back()
             (quiet.discard if m in got else quiet.add)(id(m))
         # Read ahead only while there is a backlog (some stream filled its COUNT): otherwise
