@@ -35,7 +35,7 @@ def run(server: Server, scale: Scale) -> dict[str, str]:
     profiler.start()
     fast = True  # the hand-packed read, as the worker thread uses on a plain client
     while worker.processed < n:
-        entries = worker._drive(worker._read(fast))
+        entries, _refused = worker._drive(worker._read(fast))
         ok, _dropped = worker._drive(worker._handle(entries, False))
         worker.processed += len(ok)
         worker._pending_acks.extend(ok)
